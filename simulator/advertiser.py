@@ -1,0 +1,316 @@
+"""Advertisers: the Mesa agents that plan each day and pace each hour.
+
+An advertiser owns its campaigns' strategy state: bid rules (composed in the
+scenario's order), one pacing controller per campaign, the optimized-CPA
+(oCPC) learning state, and its creative tests.  It writes its decisions into
+its rows of the ad book and logs each as an event; it never touches users or
+impressions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import mesa
+import numpy as np
+
+from simulator import scenario as sc
+from simulator.book import BILL_CLICK, BILL_CONVERSION, MICRO
+from simulator.strategy import CampaignPlan, PaceState, RuleContext, make_pacer, make_rule
+from simulator.strategy.rules import BudgetShift
+
+if TYPE_CHECKING:
+    from simulator.market import Market
+
+
+class Advertiser(mesa.Agent):
+    """One advertiser: its campaigns (rows ``campaigns`` of the book) and strategy."""
+
+    model: Market
+
+    def __init__(self, model: Market, spec: sc.Advertiser, index: int):
+        super().__init__(model)
+        self.spec = spec
+        self.index = index
+        self.name = spec.name
+        book = model.book
+        self.campaigns = [int(c) for c in np.flatnonzero(book.camp_adv == index)]
+        self.campaign_specs = dict(zip(self.campaigns, spec.campaigns, strict=True))
+        st = spec.strategy
+        self.pacers = {c: make_pacer(st.pacing, st.pacing_params) for c in self.campaigns}
+        self.rules = [make_rule(r) for r in st.rules]
+        self.history_conversions = float(spec.account.history_conversions)
+        # Optimized CPA (oCPC): state per CPA campaign.
+        self.cpa_state: dict[int, str] = {}
+        self.learning_start: dict[int, int] = {}
+        self.learning_base_conv: dict[int, float] = {}
+        self.learning_mult: dict[int, float] = {}
+        self.compensate_until: dict[int, int] = {}
+        # Creative tests: per campaign, the next sample size to look at and the alpha left.
+        self.ab_done: dict[int, bool] = {c: len(cs.creatives) < 2 for c, cs in self.campaign_specs.items()}
+        self.ab_look: dict[int, int] = {c: 0 for c in self.campaigns}
+
+    # ------------------------------------------------------------------ day
+
+    def plan_day(self) -> None:
+        """Read yesterday's results, apply the bid rules, settle optimized bidding and creative tests."""
+        m = self.model
+        book = m.book
+        day = m.day
+        cond = m.calendar.conditions(day)
+        self._shift_budgets()
+        for c in self.campaigns:
+            cs = self.campaign_specs[c]
+            self._apply_edits(c, cs)
+            ctx = RuleContext(
+                day=day,
+                campaign_day=day - int(book.camp_first_day[c]),
+                date=cond.date,
+                conditions=cond,
+                yesterday={k: float(v[c]) for k, v in m.ledger.yesterday.items()},
+                bid_type=cs.bid.type,
+            )
+            plan = CampaignPlan()
+            if book.camp_active[c]:
+                for rule in self.rules:
+                    rule.plan(c, ctx, plan)
+            plan.clip()
+            book.camp_mult[c] = plan.multiplier
+            book.camp_hour_mult[c] = plan.hour_multiplier
+            book.camp_dev_mult[c] = plan.device_multiplier
+            book.camp_budget[c] = book.camp_budget_base[c] * plan.budget_multiplier
+            if book.camp_active[c]:
+                for kind, detail in plan.notes:
+                    m.log(kind, detail, self.name, book.camp_name[c])
+            if cs.bid.type == "CPA":
+                self._optimized_cpa(c)
+            if not self.ab_done[c] and book.camp_active[c]:
+                self._creative_test(c, cs)
+
+    def pace(self, hour: int) -> None:
+        """Start of an hour: each active campaign's controller sets its bid multiplier and participation."""
+        m = self.model
+        book = m.book
+        shares = m.traffic_share
+        for c in self.campaigns:
+            if not book.camp_active[c]:
+                continue
+            state = PaceState(
+                hour=hour,
+                budget=float(book.camp_budget[c]),
+                spent=float(book.spent_today[c]) / MICRO,
+                hour_spend=m.ledger.hourly_spend_micro[:, c] / MICRO,
+                traffic_share=shares,
+            )
+            book.camp_pace_mult[c], book.camp_throttle[c] = self.pacers[c].update(state)
+
+    def settle_day(self) -> None:
+        """End of the day: count conversions into the account, request over-cost compensation."""
+        m = self.model
+        book = m.book
+        conv_today = np.bincount(book.ad_camp, weights=m.ledger.obs.conversions, minlength=book.n_campaigns)
+        spend_today = m.ledger.campaign_spend_micro()
+        for c in self.campaigns:
+            self.history_conversions += conv_today[c]
+            cs = self.campaign_specs[c]
+            if cs.bid.type != "CPA" or self.cpa_state.get(c) not in ("learning", "learned"):
+                continue
+            if m.day > self.compensate_until.get(c, -1):
+                continue
+            target = cs.bid.amount
+            conv = conv_today[c]
+            spent = spend_today[c] / MICRO
+            if conv >= 1 and spent / conv > target * (1.0 + m.config.auction.compensation_threshold):
+                refund = int(spend_today[c] - math.floor(conv * target * MICRO))
+                if refund > 0:
+                    m.ledger.record_refund(c, refund)
+                    book.refund(c, refund)
+                    m.log(
+                        "compensation",
+                        f"CPA {spent / conv:.2f} > target {target:.2f} x {1 + m.config.auction.compensation_threshold:.2f}: "
+                        f"refund {refund / MICRO:.2f} yuan",
+                        self.name,
+                        book.camp_name[c],
+                    )
+
+    # ------------------------------------------------------------------ pieces
+
+    def _apply_edits(self, c: int, cs: sc.Campaign) -> None:
+        m = self.model
+        for edit in cs.edits:
+            if edit.date != m.calendar.date(m.day):
+                continue
+            book = m.book
+            parts = []
+            if edit.bid is not None:
+                parts.append(f"bid {book.camp_amount[c]:.2f} -> {edit.bid:.2f}")
+                book.camp_amount[c] = edit.bid
+                book.camp_bid_eff[c] = edit.bid / 1000.0 if cs.bid.type == "CPM" else edit.bid
+            if edit.daily_budget is not None:
+                parts.append(f"daily budget {book.camp_budget_base[c]:.2f} -> {edit.daily_budget:.2f}")
+                book.camp_budget_base[c] = edit.daily_budget
+            m.log("edit", ", ".join(parts), self.name, book.camp_name[c])
+            if edit.bid is not None and self.cpa_state.get(c) in ("learned", "failed", "learning"):
+                self._enter_learning(c, "significant edit: bid changed")
+
+    def _optimized_cpa(self, c: int) -> None:
+        """oCPC: closed until the account has enough conversions; click billing at target x pCVR;
+        a learning phase that ends after enough conversions in time, or fails."""
+        m = self.model
+        book = m.book
+        a = m.config.auction
+        state = self.cpa_state.get(c)
+        name = book.camp_name[c]
+        conv_total = float(m.campaign_conversions[c])
+        if state is None:
+            if self.history_conversions >= a.cpa_min_conversions:
+                self._enter_learning(c, "optimized CPA open")
+            else:
+                self.cpa_state[c] = "closed"
+                m.log(
+                    "cpa_unavailable",
+                    f"account has {self.history_conversions:.0f} conversions < {a.cpa_min_conversions}: runs as CPC",
+                    self.name,
+                    name,
+                )
+        elif state == "closed":
+            if self.history_conversions >= a.cpa_min_conversions:
+                m.log("cpa_unlocked", f"account reached {self.history_conversions:.0f} conversions", self.name, name)
+                self._enter_learning(c, "optimized CPA open")
+        elif state == "learning":
+            got = conv_total - self.learning_base_conv[c]
+            days_in = m.day - self.learning_start[c]
+            if got >= a.learning_conversions:
+                self.cpa_state[c] = "learned"
+                m.log("learning_exit", f"{got:.0f} conversions in {days_in} days", self.name, name)
+            elif days_in >= a.learning_days:
+                self.cpa_state[c] = "failed"
+                m.log("learning_failed", f"{got:.0f} < {a.learning_conversions} conversions in {a.learning_days} days", self.name, name)
+        if self.cpa_state.get(c) in ("learning", "learned", "failed"):
+            base = self.learning_mult.get(c, 1.0)
+            if abs(book.camp_mult[c] / base - 1.0) > 0.3:
+                self._enter_learning(c, f"significant edit: bid multiplier x{base:.2f} -> x{book.camp_mult[c]:.2f}")
+        # Billing in force: click billing at target x pCVR (oCPC), or per conversion where the scenario asks.
+        learned = self.cpa_state.get(c) == "learned"
+        if learned and a.cpa_billing == "conversion":
+            book.camp_bill[c] = BILL_CONVERSION
+            book.camp_bid_eff[c] = book.camp_amount[c]
+        else:
+            book.camp_bill[c] = BILL_CLICK
+            ads = book.ads_of(c)
+            pcvr = float(np.average(m.quality.cvr_hat[ads], weights=book.ad_weight[ads] + 1e-12))
+            book.camp_bid_eff[c] = book.camp_amount[c] * pcvr
+
+    def _enter_learning(self, c: int, why: str) -> None:
+        m = self.model
+        reentry = c in self.learning_start
+        self.cpa_state[c] = "learning"
+        self.learning_start[c] = m.day
+        self.learning_base_conv[c] = float(m.campaign_conversions[c])
+        self.learning_mult[c] = float(m.book.camp_mult[c])
+        a = m.config.auction
+        self.compensate_until[c] = m.day + a.learning_days + a.compensation_days - 1
+        m.log("learning_reenter" if reentry else "learning_enter", why, self.name, m.book.camp_name[c])
+
+    def _shift_budgets(self) -> None:
+        """budget_shift: move part of the budget toward the campaign with the best cost per result."""
+        rule = next((r for r in self.rules if isinstance(r, BudgetShift)), None)
+        m = self.model
+        if rule is None or len(self.campaigns) < 2 or m.day == 0:
+            return
+        y = m.ledger.yesterday
+        cost: dict[int, float] = {}
+        for c in self.campaigns:
+            if not m.book.camp_active[c]:
+                continue
+            results = _results(self.campaign_specs[c].bid.type, y, c)
+            if results > 0:
+                cost[c] = y["spend"][c] / results
+        if len(cost) < 2:
+            return
+        best = min(cost, key=cost.__getitem__)
+        worst = max(cost, key=cost.__getitem__)
+        if cost[worst] <= cost[best] * 1.1:
+            return
+        f = rule.spec.fraction
+        b_best = m.book.camp_budget_base[best] * rule.state.get(best, 1.0)
+        b_worst = m.book.camp_budget_base[worst] * rule.state.get(worst, 1.0)
+        moved = f * b_worst
+        rule.state[worst] = (b_worst - moved) / m.book.camp_budget_base[worst]
+        rule.state[best] = (b_best + moved) / m.book.camp_budget_base[best]
+        m.log(
+            "budget_shift",
+            f"{moved:.2f} yuan/day from {m.book.camp_name[worst]} ({cost[worst]:.2f}/result) "
+            f"to {m.book.camp_name[best]} ({cost[best]:.2f}/result)",
+            self.name,
+            m.book.camp_name[best],
+        )
+
+    def _creative_test(self, c: int, cs: sc.Campaign) -> None:
+        m = self.model
+        book = m.book
+        ads = book.ads_of(c)
+        imps = m.ad_cumulative["impressions"][ads]
+        if cs.ab_metric == "conversion_rate":
+            trials, wins = m.ad_cumulative["clicks"][ads], m.ad_cumulative["conversions"][ads]
+        elif cs.ab_metric == "engagement_rate":
+            trials, wins = imps, m.ad_cumulative["engagements"][ads]
+        else:
+            trials, wins = imps, m.ad_cumulative["clicks"][ads]
+        approved = ~book.ad_rejected[ads]
+        if cs.ab_test == "split":
+            return
+        if cs.ab_test == "thompson":
+            rng = m.streams["advertisers"]
+            draws = rng.beta(1.0 + wins[:, None], 1.0 + np.maximum(trials - wins, 0)[:, None], size=(ads.size, 2000))
+            draws[~approved] = -1.0
+            share = np.bincount(draws.argmax(axis=0), minlength=ads.size) / 2000.0
+            book.set_weights(c, np.maximum(share, 0.0))
+            m.log("ab_weights", "thompson: " + ", ".join(f"{book.ad_name[a]} {w:.2f}" for a, w in zip(ads, book.ad_weight[ads], strict=True)), self.name, book.camp_name[c])
+            return
+        # Significance: two-proportion z-test of the best against the runner-up, looked at when the
+        # smaller arm reaches min, 2 min, 4 min, ... with alpha / 2^(look+1) at each look (sums to alpha).
+        if approved.sum() < 2:
+            return
+        live = np.flatnonzero(approved)
+        look = self.ab_look[c]
+        need = cs.ab_min_impressions * (2**look)
+        if trials[live].min() < need:
+            return
+        rates = wins[live] / np.maximum(trials[live], 1)
+        best, second = live[np.argsort(-rates, kind="stable")[:2]]
+        alpha = cs.ab_alpha / 2 ** (look + 1) / max(1, live.size - 1)
+        p_value = two_proportion_p(wins[best], trials[best], wins[second], trials[second])
+        self.ab_look[c] = look + 1
+        if p_value < alpha:
+            weights = np.zeros(ads.size)
+            weights[best] = 1.0
+            book.set_weights(c, weights)
+            self.ab_done[c] = True
+            m.log(
+                "ab_winner",
+                f"{book.ad_name[ads[best]]} wins on {cs.ab_metric}: {rates[np.flatnonzero(live == best)[0]]:.4f} vs "
+                f"{rates[np.flatnonzero(live == second)[0]]:.4f}, p = {p_value:.2g} < {alpha:.2g}",
+                self.name,
+                book.camp_name[c],
+            )
+        else:
+            m.log("ab_look", f"look {look + 1}: p = {p_value:.2g} >= {alpha:.2g}, split continues", self.name, book.camp_name[c])
+
+
+def two_proportion_p(x1: float, n1: float, x2: float, n2: float) -> float:
+    """Two-sided p-value of the pooled two-proportion z-test."""
+    if n1 <= 0 or n2 <= 0:
+        return 1.0
+    p = (x1 + x2) / (n1 + n2)
+    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return 1.0
+    z = abs(x1 / n1 - x2 / n2) / se
+    return math.erfc(z / math.sqrt(2))
+
+
+def _results(bid_type: str, y: dict[str, Any], c: int) -> float:
+    key = {"CPM": "impressions", "CPC": "clicks", "CPE": "engagements", "CPA": "conversions"}[bid_type]
+    return float(y[key][c]) if key in y else 0.0

@@ -1,0 +1,175 @@
+"""The command line: ``adsim run / batch / validate / schema / report / compare``.
+
+The edge of the program: turns bad input into one line per problem on stderr
+and exit status 2 (never a traceback), and prints short readable summaries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from simulator import scenario as sc
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Agent-based simulator of a Xiaohongshu-style social-commerce ad market.",
+)
+
+
+class BadInput(Exception):
+    """Input the user can fix: the lines are printed and the exit status is 2."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def fail(lines: list[str]) -> None:
+    for line in lines:
+        typer.echo(line, err=True)
+    raise typer.Exit(2)
+
+
+def _load(path: Path, overrides: dict | None = None) -> sc.Scenario:
+    try:
+        return sc.load_scenario(path, overrides)
+    except sc.ScenarioError as exc:
+        fail(exc.lines)
+        raise  # unreachable
+
+
+def default_out(scenario: sc.Scenario, seed: int, root: Path = Path("runs")) -> Path:
+    """``runs/NAME-seedN``, with ``-2``, ``-3``... appended rather than overwrite a folder."""
+    base = root / f"{safe_name(scenario.name)}-seed{seed}"
+    out, k = base, 2
+    while out.exists():
+        out = base.with_name(f"{base.name}-{k}")
+        k += 1
+    return out
+
+
+def safe_name(name: str) -> str:
+    """A folder name from a scenario name that cannot leave the output folder."""
+    cleaned = "".join(ch if (ch.isalnum() or ch in "-_.") else "_" for ch in name).strip("._")
+    return cleaned[:80] or "scenario"
+
+
+@app.command()
+def run(
+    scenario: Annotated[Path, typer.Argument(help="scenario file (TOML)")],
+    seed: Annotated[int | None, typer.Option(help="override the scenario's seed")] = None,
+    days: Annotated[int | None, typer.Option(help="override the number of days")] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder to write (must not exist)")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Run one scenario: writes the run folder and prints a KPI summary."""
+    from simulator.results import run as run_scenario
+
+    overrides = {}
+    if seed is not None:
+        if seed < 0:
+            fail([f"--seed: must be >= 0 (got {seed})"])
+        overrides["seed"] = seed
+    if days is not None:
+        if not 1 <= days <= sc.MAX_DAYS:
+            fail([f"--days: must be between 1 and {sc.MAX_DAYS} (got {days})"])
+        overrides["days"] = days
+    spec = _load(scenario, overrides)
+    out = out if out is not None else default_out(spec, spec.seed)
+    if out.exists():
+        fail([f"{out}: already exists; choose another --out (runs are never overwritten)"])
+    result = run_scenario(spec, out=out, progress=not quiet)
+    print_summary(result)
+    typer.echo(f"\nrun folder: {out}")
+    typer.echo(f"report:     {out / 'report.png'}")
+
+
+def print_summary(result) -> None:  # noqa: ANN001
+    s = result.summary()
+    m = result.manifest
+    typer.echo(
+        f"\n{result.scenario.name}: {s['days']} days from {result.scenario.start_date}, "
+        f"{result.scenario.population.users:,} users, {s['sessions']:,} sessions "
+        f"({m.get('sessions_per_second') or 0:,.0f} sessions/s)"
+    )
+    typer.echo(
+        f"market: revenue {s['revenue']:,.2f} yuan, fill rate {s['fill_rate']:.1%}, CTR {s['ctr']:.2%}, "
+        f"CPM {s['cpm']:.2f}, CPC {s['cpc']:.2f}, CPA {_num(s['cpa'])}, ROAS {_num(s['roas'])}, avg QS {_num(s['avg_quality_score'], 1)}"
+    )
+    k = result.kpis().head(12)
+    typer.echo("")
+    typer.echo(f"{'advertiser':<22}{'spend':>12}{'impr.':>11}{'CTR':>8}{'CPC':>8}{'CPA':>9}{'ROAS':>7}{'QS':>6}")
+    for name, r in k.iterrows():
+        typer.echo(
+            f"{str(name)[:21]:<22}{r.spend:>12,.2f}{int(r.impressions):>11,}{_pct(r.ctr):>8}{_num(r.cpc):>8}"
+            f"{_num(r.cpa, 1):>9}{_num(r.roas):>7}{_num(r.quality_score, 1):>6}"
+        )
+    n = len(result.kpis())
+    if n > len(k):
+        typer.echo(f"... and {n - len(k)} more advertisers (advertiser_daily.parquet)")
+
+
+def _num(x: float, digits: int = 2) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
+
+
+def _pct(x: float) -> str:
+    return "-" if x is None or math.isnan(x) else f"{x:.2%}"
+
+
+@app.command()
+def validate(scenarios: Annotated[list[Path], typer.Argument(help="scenario files")]) -> None:
+    """Check scenario files; print one line per problem (exit 2 if any)."""
+    problems: list[str] = []
+    for path in scenarios:
+        try:
+            spec = sc.load_scenario(path)
+        except sc.ScenarioError as exc:
+            problems.extend(exc.lines)
+            continue
+        n_adv = len(spec.advertisers) + sum(g.count for g in spec.generate)
+        typer.echo(f"{path}: ok ({spec.name}: {spec.days} days, {spec.population.users:,} users, {n_adv} advertisers)")
+    if problems:
+        fail(problems)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the scenario format (for editors)."""
+    typer.echo(json.dumps(sc.scenario_schema(), indent=2, default=str))
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
+    """Redraw a run folder's report.png from its tables."""
+    from simulator.plots import save_report
+    from simulator.results import load_run
+
+    if not (run_dir / "manifest.json").exists():
+        fail([f"{run_dir}: not a complete run folder (no manifest.json)"])
+    result = load_run(run_dir)
+    path = save_report(result.tables, run_dir / ".report.png.tmp.png", title=result.scenario.name, scenario=result.scenario)
+    path.replace(run_dir / "report.png")
+    typer.echo(f"report: {run_dir / 'report.png'}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""The feed: each hour's sessions, served in bulk through the auction.
+
+Owns the serving loop: how many sessions an hour brings and whose they are,
+which ads are eligible in each (targeting, audiences, budget, frequency cap,
+pacing throttle, quality gate, creative split), their Ad Ranks, the auction,
+the users' responses and the billing, in time order.  An hour is served in
+time-ordered chunks; inside a chunk, when a campaign's next billing event
+would cross its budget, that event is delivered but not billed, the campaign
+leaves, and the rest of the chunk is auctioned again without it, so unbilled
+delivery past a budget is exactly the crossing event.
+
+Everything here is vectorized over sessions x ads; Python loops run over
+chunks and over the few campaigns with several creatives or an audience list.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+
+from simulator import auction, engagement
+from simulator.book import BILL_CLICK, BILL_CONVERSION, BILL_ENGAGEMENT, BILL_IMPRESSION, MICRO, AdBook
+from simulator.calendar import Calendar, DayConditions
+from simulator.ledger import Ledger
+from simulator.population import Population
+from simulator.quality import QualityModel, relevance_lift
+from simulator.scenario import Scenario
+
+log = logging.getLogger(__name__)
+
+#: Weight of the users' latent taste in true relevance (the platform sees only the rest).
+TASTE_WEIGHT = 0.25
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def members(users: np.ndarray, sorted_ids: np.ndarray | None) -> np.ndarray:
+    """Which ``users`` are in the sorted id array (bool, same shape as ``users``)."""
+    if sorted_ids is None or sorted_ids.size == 0:
+        return np.zeros(users.shape, dtype=bool)
+    pos = np.searchsorted(sorted_ids, users)
+    pos = np.minimum(pos, sorted_ids.size - 1)
+    return sorted_ids[pos] == users
+
+
+class Feed:
+    """Serves the sessions of each hour through the auction and bills the winners."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        population: Population,
+        book: AdBook,
+        quality: QualityModel,
+        calendar: Calendar,
+        ledger: Ledger,
+        streams: dict[str, np.random.Generator],
+        events: list[dict[str, Any]],
+    ):
+        self.population = population
+        self.book = book
+        self.quality = quality
+        self.calendar = calendar
+        self.ledger = ledger
+        self.events = events
+        self.traffic_rng = streams["traffic"]
+        self.auction_rng = streams["auction"]
+        self.engagement_rng = streams["engagement"]
+        t = scenario.traffic
+        self.n_slots = t.ad_slots
+        self.view = np.asarray(t.view_factors, dtype=np.float64)
+        self.cap = t.frequency_cap
+        self.chunks_per_hour = t.chunks_per_hour
+        self.base_sessions = population.n * t.sessions_per_user_per_day
+        a = scenario.auction
+        self.mechanism: auction.Mechanism = auction.MECHANISMS[a.mechanism]
+        self.floor = a.reserve_ecpm / 1000.0
+        self.min_quality = a.min_quality
+        self.engagement_weights = quality.engagement_weights
+        # Impressions of each ad to each user today (saturating at 255): frequency cap and fatigue.
+        self.freq = np.zeros((population.n, book.n_ads), dtype=np.uint8)
+        # Users who clicked or converted today, per advertiser (merged into audiences at day end).
+        self.clicked: list[tuple[np.ndarray, np.ndarray]] = []
+        self.converted: list[tuple[np.ndarray, np.ndarray]] = []
+        self.day = 0
+
+    def start_day(self, day: int) -> None:
+        self.day = day
+        self.freq.fill(0)
+        self.clicked.clear()
+        self.converted.clear()
+        self._gate = self.quality.gate(self.min_quality)
+
+    # ------------------------------------------------------------------ hour
+
+    def serve_hour(self, day: int, hour: int, cond: DayConditions) -> None:
+        """Draw this hour's sessions and serve them in time-ordered chunks."""
+        expected = self.calendar.expected_sessions(day, self.base_sessions)[hour]
+        n = int(self.traffic_rng.poisson(expected))
+        users = self.population.draw_sessions(n, self.traffic_rng)
+        self.ledger.record_sessions(n)
+        for chunk in np.array_split(users, self.chunks_per_hour):
+            self._serve_chunk(chunk, hour, cond)
+
+    def _serve_chunk(self, users: np.ndarray, hour: int, cond: DayConditions) -> None:
+        start = 0
+        hour_index = self.day * 24 + hour
+        while start < len(users):
+            cols = self.book.servable(hour_index)
+            if cols.size == 0:
+                return
+            start += self._serve(users[start:], cols, hour, cond)
+
+    # ------------------------------------------------------------------ core
+
+    def _serve(self, users: np.ndarray, cols: np.ndarray, hour: int, cond: DayConditions) -> int:
+        """Auction ``users``' sessions among ads ``cols``; commit up to the first budget crossing.
+
+        Returns the number of sessions committed (all of them unless a budget was crossed).
+        """
+        book, pop, rng = self.book, self.population, self.auction_rng
+        n_s = len(users)
+        camp = book.ad_camp[cols]
+        # --- targeting (the auctions a campaign is eligible for; impression-share base)
+        targeting = book.camp_seg_ok[camp].T[pop.segment[users]]  # (S, A)
+        bits = book.camp_interest_bits[camp]
+        if (bits != 0).any():
+            matched = (pop.interest_bits[users][:, None] & bits[None, :]) != 0
+            targeting &= matched | (bits == 0)[None, :]
+        for j in np.flatnonzero(book.camp_audience_mode[camp] != 0):
+            c = camp[j]
+            if book.camp_audience_mode[c] > 0:
+                targeting[:, j] &= members(users, book.camp_audience[c])
+            if book.camp_exclusion[c] is not None:
+                targeting[:, j] &= ~members(users, book.camp_exclusion[c])
+        # --- the rest of eligibility: budget left, frequency cap, creative split, pacing and quality gate
+        eligible = targeting & ~book.camp_exhausted[camp][None, :]
+        freq = self.freq[users[:, None], cols[None, :]]
+        if self.cap > 0:
+            eligible &= freq < self.cap
+        camps, first_col, n_cols = np.unique(camp, return_index=True, return_counts=True)
+        for c in camps[n_cols > 1]:
+            js = np.flatnonzero(camp == c)
+            cw = np.cumsum(book.ad_weight[cols[js]])
+            pick = np.minimum(np.searchsorted(cw, rng.random(n_s) * cw[-1], side="right"), js.size - 1)
+            eligible[:, js] &= pick[:, None] == np.arange(js.size)[None, :]
+        share = book.camp_throttle[camp] * self._gate[cols]
+        partial = np.flatnonzero(share < 1.0)
+        if partial.size:
+            x = rng.random(n_s)[:, None] + rng.random(partial.size)[None, :]
+            eligible[:, partial] &= (x - np.floor(x)) < share[partial][None, :]
+        # --- Ad Rank = value x QS / 10, value = bid x multipliers x predicted rate of the billing event
+        relevance = pop.affinity[users][:, book.ad_topic[cols]]  # observed relevance, (S, A)
+        lift = relevance_lift(relevance)
+        bill = book.camp_bill[camp]
+        q = self.quality
+        base_rate = np.select(
+            [bill == BILL_IMPRESSION, bill == BILL_CLICK, bill == BILL_ENGAGEMENT],
+            [np.ones(cols.size), q.ctr_hat[cols], q.engage_hat[cols]],
+            q.ctr_hat[cols] * q.cvr_hat[cols],
+        )
+        rate = np.where(bill == BILL_IMPRESSION, 1.0, lift) * base_rate
+        if (bill == BILL_CONVERSION).any():
+            rate = np.where(bill == BILL_CONVERSION, rate * lift, rate)
+        per_event = book.camp_bid_eff[camp] * book.camp_mult[camp] * book.camp_hour_mult[camp, hour] * book.camp_pace_mult[camp]
+        dev = book.camp_dev_mult[camp]
+        if np.any(dev != 1.0):
+            value = per_event[None, :] * dev.T[pop.device[users]]
+        else:
+            value = np.broadcast_to(per_event[None, :], (n_s, cols.size))
+        ranks = np.where(eligible, value * rate * (q.qs[cols] / 10.0)[None, :], 0.0)
+        offsets = rng.integers(0, cols.size, size=n_s)
+        order, sorted_ranks = auction.allocate(ranks, self.n_slots, self.floor, offsets)
+        paid = auction.rank_prices(self.mechanism, sorted_ranks, self.view, self.floor)
+        s_idx, k_idx = np.nonzero(order[:, : self.n_slots] >= 0)  # row-major: time order
+        j = order[s_idx, k_idx]
+        prices = auction.event_prices(value[s_idx, j], ranks[s_idx, j], paid[s_idx, k_idx])
+        ads = cols[j]
+        imp_users = users[s_idx]
+        imp_camp = camp[j]
+        # --- what the users do (ground truth)
+        taste = (pop.taste[imp_users] * book.ad_taste[ads]).sum(axis=1)
+        rel_obs = relevance[s_idx, j].astype(np.float64)
+        imp = engagement.Impressions(
+            relevance=(1 - TASTE_WEIGHT) * rel_obs + TASTE_WEIGHT * _sigmoid(1.5 * taste),
+            content=book.ad_content[ads],
+            authenticity=book.ad_authenticity[ads],
+            is_video=book.ad_video[ads],
+            vertical=book.ad_vertical[ads],
+            landing=book.camp_landing[imp_camp],
+            view=self.view[k_idx],
+            frequency=freq[s_idx, j].astype(np.float64),
+            wear=np.log1p(10.0 * book.ad_impressions_total[ads] / pop.n),
+            intent=cond.intent,
+            order_value_mean=book.camp_value[imp_camp],
+            order_value_mult=cond.order_value,
+        )
+        out = engagement.sample(imp, self.engagement_rng)
+        # --- billing, in time order, against what each campaign may still spend
+        ev_bill = bill[j]
+        event = np.select(
+            [ev_bill == BILL_IMPRESSION, ev_bill == BILL_CLICK, ev_bill == BILL_ENGAGEMENT],
+            [np.ones(ads.size, dtype=bool), out.click, out.engagement],
+            out.conversion,
+        )
+        amount = np.where(event, np.floor(prices * MICRO), 0).astype(np.int64)
+        over = event & _crosses(imp_camp, amount, book.remaining_micro())
+        if over.any():
+            cut = int(s_idx[over].min())
+            n_used = cut + 1
+            keep = s_idx <= cut
+        else:
+            n_used = n_s
+            keep = np.ones(ads.size, dtype=bool)
+        billed = np.where(over, 0, amount)
+        # --- commit the sessions up to the cut
+        self.ledger.record_eligible(camps, targeting[:n_used, first_col].sum(axis=0))
+        if not keep.all():
+            ads, k_idx, imp_users, imp_camp = ads[keep], k_idx[keep], imp_users[keep], imp_camp[keep]
+            billed, over, amount, rel_obs = billed[keep], over[keep], amount[keep], rel_obs[keep]
+            lift_imp = lift[s_idx[keep], j[keep]]
+            out = engagement.Outcomes(**{f.name: getattr(out, f.name)[keep] for f in fields(out)})
+        else:
+            lift_imp = lift[s_idx, j]
+        lift_imp = lift_imp.astype(np.float64)
+        self.ledger.record_impressions(
+            hour,
+            ads,
+            k_idx,
+            out,
+            billed,
+            over,
+            np.where(over, amount, 0),
+            rel_obs,
+            lift_imp * self.view[k_idx],
+            lift_imp,
+            self.engagement_weights,
+        )
+        book.bill(np.bincount(imp_camp, weights=billed, minlength=book.n_campaigns).astype(np.int64))
+        self.freq[imp_users, ads] = np.minimum(self.freq[imp_users, ads].astype(np.int16) + 1, 255).astype(np.uint8)
+        book.ad_impressions_total += np.bincount(ads, minlength=book.n_ads)
+        if out.click.any():
+            self.clicked.append((book.camp_adv[imp_camp[out.click]], imp_users[out.click]))
+        if out.conversion.any():
+            self.converted.append((book.camp_adv[imp_camp[out.conversion]], imp_users[out.conversion]))
+        self._exhaust(np.unique(imp_camp[over]), hour, "crossing")
+        done = camps[(book.remaining_micro()[camps] <= 0) & ~book.camp_exhausted[camps]]
+        self._exhaust(done, hour, "spent")
+        return n_used
+
+    def _exhaust(self, campaigns: np.ndarray, hour: int, how: str) -> None:
+        book = self.book
+        for c in campaigns:
+            if book.camp_exhausted[c]:
+                continue
+            book.camp_exhausted[c] = True
+            self.events.append(
+                {
+                    "date": self.calendar.date(self.day),
+                    "hour": hour,
+                    "advertiser": book.advertiser_names[book.camp_adv[c]],
+                    "campaign": book.camp_name[c],
+                    "kind": "budget_exhausted",
+                    "detail": f"spent {book.spent_today[c] / MICRO:.2f} yuan today; leaves the auction ({how})",
+                }
+            )
+
+
+def _crosses(campaign: np.ndarray, amount: np.ndarray, remaining: np.ndarray) -> np.ndarray:
+    """Events (in time order) whose running per-campaign sum exceeds the campaign's remaining budget."""
+    if amount.size == 0:
+        return np.zeros(0, dtype=bool)
+    order = np.argsort(campaign, kind="stable")
+    c_sorted = campaign[order]
+    cum = np.cumsum(amount[order])
+    starts = np.flatnonzero(np.r_[True, c_sorted[1:] != c_sorted[:-1]])
+    group_base = np.repeat(cum[starts] - amount[order][starts], np.diff(np.r_[starts, c_sorted.size]))
+    over_sorted = (cum - group_base) > remaining[c_sorted]
+    over = np.empty_like(over_sorted)
+    over[order] = over_sorted
+    return over

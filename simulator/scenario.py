@@ -1,0 +1,965 @@
+"""The scenario: the validated input of a run (TOML file -> pydantic models).
+
+This module owns the file format of DESIGN.md section 8: every field, its
+default, its bounds and the cross-field checks.  It turns a TOML file into a
+:class:`Scenario`, writes a resolved scenario back to TOML, and turns
+validation failures into one readable line per problem
+(:class:`ScenarioError`).  It must not simulate anything, and nothing read from
+a file is ever evaluated or imported by name: strategy names are checked
+against the registries' literal names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import math
+import re
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+#: Interest categories of the default market (DESIGN.md section 2).
+DEFAULT_CATEGORIES = [
+    "beauty",
+    "fashion",
+    "food",
+    "travel",
+    "home",
+    "parenting",
+    "fitness",
+    "tech",
+    "luxury",
+    "pets",
+]
+AGE_BANDS = ["18-24", "25-34", "35-44", "45+"]
+CITY_TIERS = [1, 2, 3]
+DEVICES = ["ios", "android"]
+BID_TYPES = ["CPM", "CPC", "CPE", "CPA"]
+OBJECTIVE_BID_TYPE = {
+    "awareness": "CPM",
+    "traffic": "CPC",
+    "engagement": "CPE",
+    "conversions": "CPA",
+}
+PACING_NAMES = ["asap", "even", "adaptive", "pid"]
+
+# Resource limits: refuse absurd sizes before allocating anything.
+MAX_USERS = 20_000_000
+MAX_DAYS = 400
+MAX_ADVERTISERS = 5_000
+MAX_CAMPAIGNS = 20_000
+MAX_SLOTS = 10
+
+
+class Strict(BaseModel):
+    """Base of every scenario model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# --------------------------------------------------------------------------
+# Distributions for [[generate]]
+# --------------------------------------------------------------------------
+
+
+class Dist(Strict):
+    """A distribution to draw a number from: exactly one of the fields is set.
+
+    ``{ lognormal = [mu, sigma] }`` (of the natural log), ``{ uniform = [lo, hi] }``,
+    ``{ normal = [mean, sd] }``, ``{ beta = [a, b] }`` or ``{ value = x }``.
+    """
+
+    lognormal: tuple[float, Annotated[float, Field(ge=0)]] | None = None
+    uniform: tuple[float, float] | None = None
+    normal: tuple[float, Annotated[float, Field(ge=0)]] | None = None
+    beta: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] | None = None
+    value: float | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Dist:
+        given = [k for k in ("lognormal", "uniform", "normal", "beta", "value") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of lognormal, uniform, normal, beta, value")
+        if self.uniform is not None and self.uniform[0] > self.uniform[1]:
+            raise ValueError("uniform = [lo, hi] needs lo <= hi")
+        return self
+
+
+def _as_dist(v: Any) -> Any:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return {"value": float(v)}
+    return v
+
+
+DistLike = Annotated[Dist, Field(description="a number or a distribution table")]
+
+
+# --------------------------------------------------------------------------
+# Population, traffic, auction, quality, calendar
+# --------------------------------------------------------------------------
+
+
+class Population(Strict):
+    users: int = Field(100_000, ge=100, le=MAX_USERS, description="number of users")
+    female_share: float = Field(0.70, ge=0, le=1)
+    ios_share: float = Field(0.45, ge=0, le=1)
+    age_shares: list[float] = Field(default_factory=lambda: [0.32, 0.40, 0.18, 0.10])
+    city_tier_shares: list[float] = Field(default_factory=lambda: [0.40, 0.35, 0.25])
+    interest_concentration: float = Field(
+        0.4, gt=0, description="Dirichlet concentration of interest vectors; lower = more focused users"
+    )
+    taste_dims: int = Field(8, ge=1, le=64)
+
+    @field_validator("age_shares")
+    @classmethod
+    def _ages(cls, v: list[float]) -> list[float]:
+        return _shares(v, len(AGE_BANDS), "age bands")
+
+    @field_validator("city_tier_shares")
+    @classmethod
+    def _tiers(cls, v: list[float]) -> list[float]:
+        return _shares(v, len(CITY_TIERS), "city tiers")
+
+
+def _shares(v: list[float], n: int, what: str) -> list[float]:
+    if len(v) != n:
+        raise ValueError(f"needs {n} shares, one per {what} (got {len(v)})")
+    if any(x < 0 for x in v) or not math.isclose(sum(v), 1.0, abs_tol=1e-6):
+        raise ValueError("shares must be >= 0 and sum to 1")
+    return v
+
+
+#: Default hour-of-day traffic curve (mean 1): low at night, lunch bump, evening peak 20-23.
+DEFAULT_HOUR_CURVE = [
+    0.45, 0.25, 0.15, 0.10, 0.08, 0.10, 0.25, 0.55, 0.85, 0.95, 1.00, 1.05,
+    1.30, 1.25, 1.00, 0.95, 1.00, 1.05, 1.20, 1.45, 1.80, 2.00, 1.95, 1.32,
+]  # fmt: skip
+#: Default weekday curve (Mon..Sun): weekends above weekdays.
+DEFAULT_WEEKDAY_CURVE = [0.95, 0.94, 0.95, 0.96, 1.00, 1.10, 1.10]
+
+
+class Traffic(Strict):
+    sessions_per_user_per_day: float = Field(3.0, gt=0, le=100)
+    ad_slots: int = Field(3, ge=1, le=MAX_SLOTS)
+    view_factors: list[float] | None = Field(
+        None, description="one per slot, non-increasing, in (0, 1]; default 1.0, 0.7, 0.5, ..."
+    )
+    frequency_cap: int = Field(4, ge=0, le=1000, description="impressions of one ad per user per day; 0 = none")
+    hour_curve: list[float] = Field(default_factory=lambda: list(DEFAULT_HOUR_CURVE))
+    weekday_curve: list[float] = Field(default_factory=lambda: list(DEFAULT_WEEKDAY_CURVE))
+    chunks_per_hour: int = Field(
+        4, ge=1, le=60, description="time-ordered chunks an hour is served in (budget exits between chunks)"
+    )
+
+    @field_validator("hour_curve")
+    @classmethod
+    def _hours(cls, v: list[float]) -> list[float]:
+        if len(v) != 24 or any(x < 0 for x in v) or sum(v) <= 0:
+            raise ValueError("needs 24 non-negative values, not all zero")
+        return v
+
+    @field_validator("weekday_curve")
+    @classmethod
+    def _weekdays(cls, v: list[float]) -> list[float]:
+        if len(v) != 7 or any(x < 0 for x in v):
+            raise ValueError("needs 7 non-negative values (Monday first)")
+        return v
+
+    @model_validator(mode="after")
+    def _views(self) -> Traffic:
+        if self.view_factors is None:
+            self.view_factors = [round(max(0.1, 1.0 - 0.3 * k + 0.05 * k * (k - 1) / 2), 3) for k in range(self.ad_slots)]
+            self.view_factors[0] = 1.0
+        vf = self.view_factors
+        if len(vf) != self.ad_slots:
+            raise ValueError(f"view_factors has {len(vf)} values but ad_slots = {self.ad_slots}")
+        if any(not (0 < x <= 1) for x in vf) or any(a < b for a, b in zip(vf, vf[1:], strict=False)):
+            raise ValueError("view_factors must be in (0, 1] and non-increasing")
+        return self
+
+
+class Auction(Strict):
+    mechanism: Literal["gsp", "vcg", "first_price"] = "gsp"
+    reserve_ecpm: float = Field(8.0, ge=0, description="floor on Ad Rank, in yuan per 1,000 impressions")
+    min_quality: float = Field(3.0, ge=1, le=10, description="QS below this enters (QS/min_quality)^2 of auctions")
+    cpa_min_conversions: int = Field(50, ge=0, description="account conversions needed before CPA bidding opens")
+    learning_conversions: int = Field(50, ge=1)
+    learning_days: int = Field(7, ge=1)
+    compensation_threshold: float = Field(0.20, ge=0)
+    compensation_days: int = Field(3, ge=0, description="days after learning in which over-cost is refunded")
+    cpa_billing: Literal["click", "conversion"] = Field(
+        "click", description="after learning: oCPC click billing at target x pCVR, or per conversion"
+    )
+
+
+class QualityWeights(Strict):
+    relevance: float = Field(0.20, ge=0)
+    history: float = Field(0.20, ge=0)
+    content: float = Field(0.15, ge=0)
+    engagement: float = Field(0.20, ge=0)
+    landing: float = Field(0.15, ge=0)
+    reputation: float = Field(0.10, ge=0)
+
+    @model_validator(mode="after")
+    def _sum_one(self) -> QualityWeights:
+        total = sum(self.model_dump().values())
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"weights must sum to 1 (they sum to {total:.4g})")
+        return self
+
+
+class EngagementWeights(Strict):
+    like: float = Field(1.0, ge=0)
+    save: float = Field(1.0, ge=0)
+    comment: float = Field(4.0, ge=0)
+    share: float = Field(4.0, ge=0)
+    follow: float = Field(8.0, ge=0)
+
+
+class Quality(Strict):
+    dynamic: bool = True
+    smoothing: float = Field(0.3, gt=0, le=1, description="weight of today's reading in the daily update")
+    prior_strength: float = Field(2_000.0, ge=0, description="pseudo-impressions behind the category prior")
+    weights: QualityWeights = Field(default_factory=QualityWeights)
+    engagement_weights: EngagementWeights = Field(default_factory=EngagementWeights)
+    review_noise: float = Field(0.08, ge=0, le=1, description="sd of the platform's reading of content quality")
+
+
+class Event(Strict):
+    """A seasonal event: a preset by name, or a custom one with dates."""
+
+    preset: str | None = None
+    name: str | None = None
+    start: dt.date | None = None
+    end: dt.date | None = None
+    traffic: float | None = Field(None, gt=0, le=20)
+    intent: float | None = Field(None, gt=0, le=20, description="multiplier on conversion rate")
+    order_value: float | None = Field(None, gt=0, le=20)
+    competition: float | None = Field(None, gt=0, le=20, description="bid/budget multiplier of seasonal advertisers")
+
+    @model_validator(mode="after")
+    def _dates(self) -> Event:
+        from simulator.calendar import PRESETS
+
+        if self.preset is None:
+            if self.name is None or self.start is None or self.end is None:
+                raise ValueError("a custom event needs name, start and end (or give a preset)")
+        elif self.preset not in PRESETS:
+            raise ValueError(_unknown("preset", self.preset, list(PRESETS)))
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise ValueError("end is before start")
+        return self
+
+
+class CalendarSpec(Strict):
+    events: list[Event] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------
+# Strategy: pacing and bid rules
+# --------------------------------------------------------------------------
+
+
+class RuleBase(Strict):
+    pass
+
+
+class DaypartRule(RuleBase):
+    rule: Literal["daypart"]
+    hours: tuple[Annotated[int, Field(ge=0, le=23)], Annotated[int, Field(ge=0, le=23)]]
+    multiplier: float = Field(gt=0)
+
+
+class WeekdayRule(RuleBase):
+    rule: Literal["weekday"]
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(min_length=1)
+    multiplier: float = Field(gt=0)
+
+
+class DeviceRule(RuleBase):
+    rule: Literal["device"]
+    ios: float = Field(1.0, gt=0)
+    android: float = Field(1.0, gt=0)
+
+
+class SeasonalRule(RuleBase):
+    rule: Literal["seasonal"]
+    event: str | None = None
+    start: dt.date | None = None
+    end: dt.date | None = None
+    multiplier: float | None = Field(None, gt=0, description="bid multiplier; default the event's competition")
+    budget_multiplier: float | None = Field(None, gt=0, description="daily budget multiplier; default as bids")
+
+    @model_validator(mode="after")
+    def _when(self) -> SeasonalRule:
+        if self.event is None and (self.start is None or self.end is None):
+            raise ValueError("give an event name or start and end dates")
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise ValueError("end is before start")
+        return self
+
+
+class TargetCpaRule(RuleBase):
+    rule: Literal["target_cpa"]
+    target: float = Field(gt=0, description="yuan per conversion")
+    step: float = Field(0.10, gt=0, le=1)
+
+
+class TargetRoasRule(RuleBase):
+    rule: Literal["target_roas"]
+    target: float = Field(gt=0, description="order value per yuan spent")
+    step: float = Field(0.10, gt=0, le=1)
+
+
+class ImpressionShareRule(RuleBase):
+    rule: Literal["impression_share"]
+    target: float = Field(gt=0, le=1)
+    step: float = Field(0.10, gt=0, le=1)
+
+
+class ConservativeStartRule(RuleBase):
+    rule: Literal["conservative_start"]
+    fraction: float = Field(0.6, gt=0, le=1)
+    scale_per_day: float = Field(0.10, gt=0, le=1)
+    target_cpa: float | None = Field(None, gt=0)
+
+
+class BudgetShiftRule(RuleBase):
+    rule: Literal["budget_shift"]
+    fraction: float = Field(0.2, gt=0, le=1, description="share of budget moved per day at most")
+
+
+Rule = Annotated[
+    Union[
+        DaypartRule,
+        WeekdayRule,
+        DeviceRule,
+        SeasonalRule,
+        TargetCpaRule,
+        TargetRoasRule,
+        ImpressionShareRule,
+        ConservativeStartRule,
+        BudgetShiftRule,
+    ],
+    Field(discriminator="rule"),
+]
+RULE_NAMES = [
+    "daypart",
+    "weekday",
+    "device",
+    "seasonal",
+    "target_cpa",
+    "target_roas",
+    "impression_share",
+    "conservative_start",
+    "budget_shift",
+]
+
+
+class PacingParams(Strict):
+    step: float = Field(0.15, gt=0, le=2, description="adaptive: multiplier step size")
+    kp: float = Field(0.6, ge=0, description="pid: proportional gain")
+    ki: float = Field(0.15, ge=0, description="pid: integral gain")
+    kd: float = Field(0.05, ge=0, description="pid: derivative gain")
+
+
+class Strategy(Strict):
+    pacing: Literal["asap", "even", "adaptive", "pid"] = "asap"
+    pacing_params: PacingParams = Field(default_factory=PacingParams)
+    rules: list[Rule] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------
+# Advertisers, campaigns, creatives
+# --------------------------------------------------------------------------
+
+
+class Account(Strict):
+    followers: int = Field(1_000, ge=0)
+    history_conversions: int = Field(0, ge=0)
+    age_days: int = Field(365, ge=0)
+    posting_consistency: float = Field(0.5, ge=0, le=1)
+
+
+class Creative(Strict):
+    name: str = Field(min_length=1, max_length=80)
+    format: Literal["image", "video"] = "image"
+    production: float = Field(0.6, ge=0, le=1)
+    authenticity: float = Field(0.6, ge=0, le=1)
+    localization: float = Field(0.8, ge=0, le=1)
+    vertical: bool = True
+    topic: str | None = Field(None, description="interest category of the creative; default the advertiser's")
+    compliance_risk: float = Field(0.1, ge=0, le=1)
+    start_date: dt.date | None = None
+
+
+class Bid(Strict):
+    type: Literal["CPM", "CPC", "CPE", "CPA"]
+    amount: float = Field(gt=0, le=1_000_000, description="yuan per billing event (per 1,000 impressions for CPM)")
+
+
+class Budget(Strict):
+    daily: float = Field(gt=0, le=1e9, description="yuan per day")
+    total: float | None = Field(None, gt=0, le=1e11, description="yuan over the campaign")
+
+
+class Lookalike(Strict):
+    seed: Literal["clicked", "converted"] = "converted"
+    ratio: float = Field(0.05, gt=0, le=1, description="share of all users in the lookalike audience")
+
+
+class Targeting(Strict):
+    interests: list[str] = Field(default_factory=list)
+    gender: Literal["all", "female", "male"] = "all"
+    ages: list[Literal["18-24", "25-34", "35-44", "45+"]] = Field(default_factory=list)
+    city_tiers: list[Literal[1, 2, 3]] = Field(default_factory=list)
+    devices: list[Literal["ios", "android"]] = Field(default_factory=list)
+    custom_audience: Literal["clicked", "converted"] | None = None
+    lookalike: Lookalike | None = None
+    exclude: Literal["clicked", "converted"] | None = None
+
+
+class Edit(Strict):
+    """A change the advertiser makes on a date (a bid edit re-enters oCPC learning)."""
+
+    date: dt.date
+    bid: float | None = Field(None, gt=0, le=1_000_000)
+    daily_budget: float | None = Field(None, gt=0, le=1e9)
+
+
+class Campaign(Strict):
+    name: str = Field(min_length=1, max_length=80)
+    objective: Literal["awareness", "traffic", "engagement", "conversions"] | None = None
+    bid: Bid
+    budget: Budget
+    start_date: dt.date | None = None
+    end_date: dt.date | None = None
+    targeting: Targeting = Field(default_factory=Targeting)
+    value_per_conversion: float = Field(150.0, ge=0, description="mean order value, yuan")
+    landing_page: float | None = Field(0.7, ge=0, le=1, description="landing-page quality; none = no landing page")
+    initial_quality: float | None = Field(None, ge=1, le=10)
+    creatives: list[Creative] = Field(default_factory=lambda: [Creative(name="default")], min_length=1)
+    ab_test: Literal["split", "significance", "thompson"] = "significance"
+    ab_metric: Literal["ctr", "engagement_rate", "conversion_rate"] = "ctr"
+    ab_min_impressions: int = Field(2_000, ge=10)
+    ab_alpha: float = Field(0.05, gt=0, lt=1)
+    resubmit_rejected: bool = Field(True, description="fix and resubmit a rejected creative (lower risk, new review)")
+    edits: list[Edit] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _fill(self) -> Campaign:
+        if self.objective is None:
+            self.objective = {v: k for k, v in OBJECTIVE_BID_TYPE.items()}[self.bid.type]
+        if self.start_date and self.end_date and self.end_date < self.start_date:
+            raise ValueError("end_date is before start_date")
+        if self.budget.total is not None and self.budget.total < self.budget.daily:
+            raise ValueError("budget.total is below budget.daily")
+        _unique([c.name for c in self.creatives], "creative")
+        return self
+
+
+class Advertiser(Strict):
+    name: str = Field(min_length=1, max_length=80)
+    category: str
+    account: Account = Field(default_factory=Account)
+    strategy: Strategy = Field(default_factory=Strategy)
+    campaigns: list[Campaign] = Field(min_length=1)
+    enter_date: dt.date | None = None
+    exit_date: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _names(self) -> Advertiser:
+        _unique([c.name for c in self.campaigns], "campaign")
+        return self
+
+
+class Generate(Strict):
+    """A population of advertisers drawn from distributions."""
+
+    count: int = Field(ge=1, le=MAX_ADVERTISERS)
+    name_prefix: str = Field("gen", min_length=1, max_length=40)
+    categories: list[str] = Field(min_length=1)
+    daily_budget: Dist = Field(default_factory=lambda: Dist(lognormal=(7.0, 0.6)))
+    campaign_days: float | None = Field(None, ge=1, description="total budget = daily x this; none = no total")
+    bid_types: dict[Literal["CPM", "CPC", "CPE", "CPA"], float] = Field(
+        default_factory=lambda: {"CPC": 0.5, "CPM": 0.2, "CPE": 0.15, "CPA": 0.15}
+    )
+    bid_cpm: Dist = Field(default_factory=lambda: Dist(lognormal=(math.log(45.0), 0.35)))
+    bid_cpc: Dist = Field(default_factory=lambda: Dist(lognormal=(math.log(1.6), 0.35)))
+    bid_cpe: Dist = Field(default_factory=lambda: Dist(lognormal=(math.log(3.0), 0.35)))
+    bid_cpa: Dist = Field(default_factory=lambda: Dist(lognormal=(math.log(90.0), 0.35)))
+    value_per_conversion: Dist = Field(default_factory=lambda: Dist(lognormal=(math.log(160.0), 0.4)))
+    production: Dist = Field(default_factory=lambda: Dist(uniform=(0.3, 0.9)))
+    authenticity: Dist = Field(default_factory=lambda: Dist(uniform=(0.2, 0.9)))
+    landing_page: Dist = Field(default_factory=lambda: Dist(uniform=(0.4, 0.9)))
+    video_share: float = Field(0.5, ge=0, le=1)
+    followers: Dist = Field(default_factory=lambda: Dist(lognormal=(8.5, 1.5)))
+    history_conversions: Dist = Field(default_factory=lambda: Dist(lognormal=(4.0, 1.2)))
+    pacing: dict[Literal["asap", "even", "adaptive", "pid"], float] = Field(default_factory=lambda: {"asap": 1.0})
+    seasonal_share: float = Field(0.0, ge=0, le=1, description="share that reacts to events (a seasonal rule)")
+    seasonal_event: str | None = None
+    target_interests: int = Field(1, ge=0, le=5, description="interests targeted: the category and neighbours")
+    enter_date: dt.date | None = None
+    exit_date: dt.date | None = None
+
+    _coerce = field_validator(
+        "daily_budget",
+        "bid_cpm",
+        "bid_cpc",
+        "bid_cpe",
+        "bid_cpa",
+        "value_per_conversion",
+        "production",
+        "authenticity",
+        "landing_page",
+        "followers",
+        "history_conversions",
+        mode="before",
+    )(_as_dist)
+
+    @field_validator("bid_types", "pacing")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v or any(x < 0 for x in v.values()) or sum(v.values()) <= 0:
+            raise ValueError("needs non-negative shares, not all zero")
+        return v
+
+
+# --------------------------------------------------------------------------
+# The scenario
+# --------------------------------------------------------------------------
+
+
+class Scenario(Strict):
+    name: str = Field(min_length=1, max_length=80)
+    description: str = ""
+    seed: int = Field(0, ge=0, lt=2**63)
+    start_date: dt.date = dt.date(2026, 10, 5)
+    days: int = Field(7, ge=1, le=MAX_DAYS)
+    platform: Literal["xhs", "google", "meta"] = "xhs"
+    review_at_start: bool = Field(False, description="creatives running on day one also wait for review")
+    categories: list[str] = Field(default_factory=lambda: list(DEFAULT_CATEGORIES), min_length=1, max_length=31)
+    population: Population = Field(default_factory=Population)
+    traffic: Traffic = Field(default_factory=Traffic)
+    auction: Auction = Field(default_factory=Auction)
+    quality: Quality = Field(default_factory=Quality)
+    calendar: CalendarSpec = Field(default_factory=CalendarSpec)
+    advertisers: list[Advertiser] = Field(default_factory=list, max_length=MAX_ADVERTISERS)
+    generate: list[Generate] = Field(default_factory=list)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict, description="dotted path -> values (batch grid)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        problems: list[str] = []
+        cats = set(self.categories)
+        _unique(self.categories, "category", "categories")
+        names = [a.name for a in self.advertisers]
+        for gen in self.generate:
+            names.extend(generated_names(gen))
+        _unique(names, "advertiser", "advertisers")
+        for i, adv in enumerate(self.advertisers):
+            if adv.category not in cats:
+                problems.append(f"advertisers.{i}.category: {_unknown('category', adv.category, self.categories)}")
+            for j, camp in enumerate(adv.campaigns):
+                for k, interest in enumerate(camp.targeting.interests):
+                    if interest not in cats:
+                        problems.append(
+                            f"advertisers.{i}.campaigns.{j}.targeting.interests.{k}: "
+                            + _unknown("interest", interest, self.categories)
+                        )
+                for k, cr in enumerate(camp.creatives):
+                    if cr.topic is not None and cr.topic not in cats:
+                        problems.append(
+                            f"advertisers.{i}.campaigns.{j}.creatives.{k}.topic: "
+                            + _unknown("category", cr.topic, self.categories)
+                        )
+        for g_i, gen in enumerate(self.generate):
+            for k, cat in enumerate(gen.categories):
+                if cat not in cats:
+                    problems.append(f"generate.{g_i}.categories.{k}: {_unknown('category', cat, self.categories)}")
+        total = len(self.advertisers) + sum(g.count for g in self.generate)
+        if total > MAX_ADVERTISERS:
+            problems.append(f"advertisers: {total} advertisers in all, above the limit of {MAX_ADVERTISERS}")
+        if total == 0:
+            problems.append("advertisers: the market has no advertisers (give [[advertisers]] or [[generate]])")
+        n_campaigns = sum(len(a.campaigns) for a in self.advertisers) + sum(g.count for g in self.generate)
+        if n_campaigns > MAX_CAMPAIGNS:
+            problems.append(f"advertisers: {n_campaigns} campaigns in all, above the limit of {MAX_CAMPAIGNS}")
+        event_names = self.event_names()
+        for i, adv in enumerate(self.advertisers):
+            for r_i, rule in enumerate(adv.strategy.rules):
+                if isinstance(rule, SeasonalRule) and rule.event is not None and rule.event not in event_names:
+                    problems.append(
+                        f"advertisers.{i}.strategy.rules.{r_i}.event: "
+                        + _unknown("event", rule.event, sorted(event_names))
+                        + " (add it to [[calendar.events]])"
+                    )
+        for g_i, gen in enumerate(self.generate):
+            if gen.seasonal_event is not None and gen.seasonal_event not in event_names:
+                problems.append(f"generate.{g_i}.seasonal_event: " + _unknown("event", gen.seasonal_event, sorted(event_names)))
+        if self.population.users * max(1, total) > 4_000_000_000:
+            problems.append(
+                f"population.users: {self.population.users} users x {total} advertisers is too large "
+                "for the frequency table (limit 4e9 pairs)"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def event_names(self) -> set[str]:
+        names = set()
+        for ev in self.calendar.events:
+            names.add(ev.name or ev.preset or "")
+        return names
+
+    @property
+    def end_date(self) -> dt.date:
+        return self.start_date + dt.timedelta(days=self.days - 1)
+
+
+def generated_names(gen: Generate) -> list[str]:
+    """Names of the advertisers a ``[[generate]]`` block creates."""
+    return [f"{gen.name_prefix}_{i + 1:03d}" for i in range(gen.count)]
+
+
+def _unique(names: list[str], what: str, where: str = "") -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"{where + ': ' if where else ''}duplicate {what} name {n!r}")
+        seen.add(n)
+
+
+def _unknown(what: str, value: object, choices: list[str]) -> str:
+    msg = f"unknown {what} {value!r}"
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    if close:
+        msg += f" (did you mean {close[0]}?)"
+    else:
+        msg += f" (one of: {', '.join(str(c) for c in choices)})"
+    return msg
+
+
+# --------------------------------------------------------------------------
+# Loading, errors, writing
+# --------------------------------------------------------------------------
+
+
+class ScenarioError(Exception):
+    """An invalid scenario: ``lines`` holds one readable line per problem."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Read and validate a scenario file.
+
+    Raises
+    ------
+    ScenarioError
+        With one line per problem, each naming the file and the field path.
+    """
+    path = Path(path)
+    label = str(path)
+    if not path.exists():
+        raise ScenarioError([f"{label}: no such file"])
+    if path.is_dir():
+        raise ScenarioError([f"{label}: is a directory, not a scenario file"])
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ScenarioError([f"{label}: cannot read ({exc.strerror})"]) from None
+    if not raw.strip():
+        raise ScenarioError([f"{label}: the file is empty"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ScenarioError([f"{label}: not a text file (not UTF-8)"]) from None
+    if "\x00" in text:
+        raise ScenarioError([f"{label}: not a text file (contains NUL bytes)"])
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError([f"{label}: TOML syntax error: {exc}"]) from None
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return parse_scenario(data, label)
+
+
+def parse_scenario(data: dict[str, Any], label: str = "<scenario>") -> Scenario:
+    """Validate a scenario given as a dict (e.g. parsed TOML)."""
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(format_errors(exc, label)) from None
+    except (ValueError, TypeError) as exc:  # pragma: no cover - pydantic wraps these
+        raise ScenarioError([f"{label}: {exc}"]) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``data`` with dotted paths set (``"auction.reserve_ecpm": 10``).
+
+    Integer path parts index lists: ``"advertisers.0.campaigns.0.bid.amount"``.
+    """
+    import copy
+
+    out = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node: Any = out
+        for p_i, part in enumerate(parts[:-1]):
+            nxt = parts[p_i + 1]
+            if isinstance(node, list):
+                node = node[int(part)]
+                continue
+            if part not in node:
+                node[part] = [] if nxt.isdigit() else {}
+            node = node[part]
+        last = parts[-1]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return out
+
+
+_MESSAGES = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "missing": "required field missing",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "dict_type": "must be a table",
+    "model_type": "must be a table",
+    "date_type": "must be a date (YYYY-MM-DD)",
+    "date_parsing": "must be a date (YYYY-MM-DD)",
+    "date_from_datetime_inexact": "must be a date (YYYY-MM-DD), not a time",
+    "too_short": "needs at least {min_length} item(s)",
+    "too_long": "allows at most {max_length} item(s)",
+    "string_too_short": "must not be empty",
+    "string_too_long": "is too long (at most {max_length} characters)",
+    "finite_number": "must be a finite number",
+}
+
+
+def format_errors(exc: ValidationError, label: str) -> list[str]:
+    """One line per problem: ``FILE: field.path: message``."""
+    lines: list[str] = []
+    for err in exc.errors(include_url=False):
+        loc = [p for p in err["loc"]]
+        kind = err["type"]
+        ctx = err.get("ctx") or {}
+        if kind == "extra_forbidden":
+            field = str(loc[-1])
+            parent_loc = loc[:-1]
+            known = _fields_at(parent_loc)
+            msg = "unknown field"
+            close = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
+            if close:
+                msg += f" (did you mean {close[0]}?)"
+            elif known:
+                msg += f" (allowed: {', '.join(known)})"
+        elif kind == "literal_error":
+            msg = f"{err['input']!r} is not allowed; expected {ctx.get('expected', '')}"
+            choices = [c.strip().strip("'") for c in str(ctx.get("expected", "")).replace(" or ", ",").split(",")]
+            close = difflib.get_close_matches(str(err["input"]), [c for c in choices if c], n=1)
+            if close:
+                msg += f" (did you mean {close[0]}?)"
+        elif kind == "union_tag_invalid":
+            msg = _unknown("rule", ctx.get("tag"), RULE_NAMES)
+        elif kind == "union_tag_not_found":
+            msg = f"needs a 'rule' key (one of: {', '.join(RULE_NAMES)})"
+        elif kind == "value_error":
+            text = str(ctx.get("error", err["msg"]))
+            for sub in text.split("\n"):
+                prefix = sub.split(": ", 1)[0]
+                if ": " in sub and re.fullmatch(r"[A-Za-z_][\w.]*", prefix) and prefix.split(".")[0] in Scenario.model_fields:
+                    lines.append(f"{label}: {sub}")
+                else:
+                    lines.append(f"{label}: {_dotted(_clean_loc(loc)) or '(top level)'}: {sub}")
+            continue
+        elif kind in _MESSAGES:
+            try:
+                msg = _MESSAGES[kind].format(**ctx)
+            except (KeyError, IndexError):
+                msg = err["msg"]
+            if kind in {"float_parsing", "int_parsing", "float_type", "int_type", "string_type", "bool_type"}:
+                msg += f" (got {err['input']!r})"
+        else:
+            msg = err["msg"][:1].lower() + err["msg"][1:]
+        lines.append(f"{label}: {_dotted(_clean_loc(loc)) or '(top level)'}: {msg}")
+    # Several branches of a union can report the same location: keep the first.
+    seen: set[str] = set()
+    unique = []
+    for line in lines:
+        if line not in seen:
+            unique.append(line)
+            seen.add(line)
+    return unique
+
+
+def _dotted(loc: list[Any]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _clean_loc(loc: list[Any]) -> list[Any]:
+    """Drop discriminator tags and internal union labels from a location."""
+    out = []
+    for i, p in enumerate(loc):
+        if isinstance(p, str) and (p in RULE_NAMES and i > 0 and loc[i - 1] != "rule" and isinstance(loc[i - 1], int)):
+            continue
+        if isinstance(p, str) and ("[" in p or p.startswith("function-")):
+            continue
+        out.append(p)
+    return out
+
+
+def _fields_at(loc: list[Any]) -> list[str]:
+    """The field names allowed at a location of the scenario, for did-you-mean hints."""
+    model: Any = Scenario
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if isinstance(part, str) and part in RULE_NAMES and _is_rule_union(model):
+            model = _rule_model(part)
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        model = _unwrap(field.annotation)
+    if _is_rule_union(model):
+        return []
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _unwrap(tp: Any) -> Any:
+    """From ``list[X] | None`` and friends, the model ``X`` (or the union of rules)."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+            continue
+        if origin in (list, tuple, dict):
+            args = typing.get_args(tp)
+            tp = args[-1] if args else Any
+            continue
+        if origin in (Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            if len(models) > 1:
+                return tuple(models)
+            if models:
+                tp = models[0]
+                continue
+            if len(args) == 1:
+                tp = args[0]
+                continue
+            return tp
+        return tp
+
+
+def _is_rule_union(model: Any) -> bool:
+    return isinstance(model, tuple) and all(issubclass(m, RuleBase) for m in model)
+
+
+def _rule_model(name: str) -> type[BaseModel]:
+    for m in RuleBase.__subclasses__():
+        if typing.get_args(m.model_fields["rule"].annotation) == (name,):
+            return m
+    raise KeyError(name)
+
+
+def scenario_to_toml(scenario: Scenario) -> str:
+    """The resolved scenario (every default filled in) as TOML text."""
+    data = scenario.model_dump(mode="python", exclude_none=True)
+    return _toml_document(data)
+
+
+def _toml_document(data: dict[str, Any]) -> str:
+    out: list[str] = []
+    _emit_table(out, [], data)
+    return "\n".join(out).strip() + "\n"
+
+
+def _emit_table(out: list[str], path: list[str], table: dict[str, Any]) -> None:
+    scalars = {k: v for k, v in table.items() if not _is_table(v) and not _is_table_array(v)}
+    tables = {k: v for k, v in table.items() if _is_table(v)}
+    arrays = {k: v for k, v in table.items() if _is_table_array(v)}
+    for k, v in scalars.items():
+        out.append(f"{_key(k)} = {_toml_value(v)}")
+    for k, v in tables.items():
+        out.append("")
+        out.append(f"[{'.'.join(_key(p) for p in [*path, k])}]")
+        _emit_table(out, [*path, k], v)
+    for k, items in arrays.items():
+        for item in items:
+            out.append("")
+            out.append(f"[[{'.'.join(_key(p) for p in [*path, k])}]]")
+            _emit_table(out, [*path, k], item)
+
+
+def _is_table(v: Any) -> bool:
+    return isinstance(v, dict)
+
+
+def _is_table_array(v: Any) -> bool:
+    return isinstance(v, list) and len(v) > 0 and all(isinstance(x, dict) for x in v)
+
+
+def _key(k: str) -> str:
+    if k and all(c.isalnum() or c in "_-" for c in k):
+        return k
+    return _toml_string(k)
+
+
+def _toml_string(s: str) -> str:
+    esc = s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    esc = "".join(c if c.isprintable() or c in "\\" else f"\\u{ord(c):04x}" for c in esc)
+    return f'"{esc}"'
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return _toml_string(v)
+    if isinstance(v, (dt.date, dt.datetime)):
+        return v.isoformat()
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def scenario_schema() -> dict[str, Any]:
+    """The JSON Schema of the scenario format (``adsim schema``)."""
+    return Scenario.model_json_schema()
