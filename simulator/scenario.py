@@ -18,10 +18,11 @@ import re
 import tomllib
 import types
 import typing
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 #: Interest categories of the default market (DESIGN.md section 2).
 DEFAULT_CATEGORIES = [
@@ -57,9 +58,24 @@ MAX_SLOTS = 10
 
 
 class Strict(BaseModel):
-    """Base of every scenario model: unknown keys are errors."""
+    """Base of every scenario model: unknown keys are errors, and so are NaN and infinity.
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    TOML has ``nan`` and ``inf`` literals; no field of a scenario means either,
+    and a NaN would slip through every ``ge``/``le`` bound (all comparisons are false).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+
+def _one_line(v: str) -> str:
+    """Names end up in folder names, table cells and one-line messages: no control characters."""
+    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in v):
+        raise ValueError("must not contain control characters (newlines, tabs, ...)")
+    return v
+
+
+#: A name or label: one line of printable text.
+OneLine = Annotated[str, AfterValidator(_one_line)]
 
 
 # --------------------------------------------------------------------------
@@ -177,9 +193,9 @@ class Traffic(Strict):
             self.view_factors[0] = 1.0
         vf = self.view_factors
         if len(vf) != self.ad_slots:
-            raise ValueError(f"view_factors has {len(vf)} values but ad_slots = {self.ad_slots}")
+            raise ValueError(f"view_factors: has {len(vf)} values but ad_slots = {self.ad_slots} (give one per slot)")
         if any(not (0 < x <= 1) for x in vf) or any(a < b for a, b in zip(vf, vf[1:], strict=False)):
-            raise ValueError("view_factors must be in (0, 1] and non-increasing")
+            raise ValueError(f"view_factors: must be in (0, 1] and non-increasing (got {vf})")
         return self
 
 
@@ -234,7 +250,7 @@ class Event(Strict):
     """A seasonal event: a preset by name, or a custom one with dates."""
 
     preset: str | None = None
-    name: str | None = None
+    name: OneLine | None = None
     start: dt.date | None = None
     end: dt.date | None = None
     traffic: float | None = Field(None, gt=0, le=20)
@@ -252,7 +268,7 @@ class Event(Strict):
         elif self.preset not in PRESETS:
             raise ValueError(_unknown("preset", self.preset, list(PRESETS)))
         if self.start is not None and self.end is not None and self.end < self.start:
-            raise ValueError("end is before start")
+            raise ValueError("end: is before start")
         return self
 
 
@@ -300,7 +316,7 @@ class SeasonalRule(RuleBase):
         if self.event is None and (self.start is None or self.end is None):
             raise ValueError("give an event name or start and end dates")
         if self.start is not None and self.end is not None and self.end < self.start:
-            raise ValueError("end is before start")
+            raise ValueError("end: is before start")
         return self
 
 
@@ -387,7 +403,7 @@ class Account(Strict):
 
 
 class Creative(Strict):
-    name: str = Field(min_length=1, max_length=80)
+    name: OneLine = Field(min_length=1, max_length=80)
     format: Literal["image", "video"] = "image"
     production: float = Field(0.6, ge=0, le=1)
     authenticity: float = Field(0.6, ge=0, le=1)
@@ -433,7 +449,7 @@ class Edit(Strict):
 
 
 class Campaign(Strict):
-    name: str = Field(min_length=1, max_length=80)
+    name: OneLine = Field(min_length=1, max_length=80)
     objective: Literal["awareness", "traffic", "engagement", "conversions"] | None = None
     bid: Bid
     budget: Budget
@@ -456,16 +472,16 @@ class Campaign(Strict):
         if self.objective is None:
             self.objective = {v: k for k, v in OBJECTIVE_BID_TYPE.items()}[self.bid.type]
         if self.start_date and self.end_date and self.end_date < self.start_date:
-            raise ValueError("end_date is before start_date")
+            raise ValueError("end_date: is before start_date")
         if self.budget.total is not None and self.budget.total < self.budget.daily:
-            raise ValueError("budget.total is below budget.daily")
+            raise ValueError(f"budget.total: {self.budget.total:g} is below budget.daily ({self.budget.daily:g})")
         _unique([c.name for c in self.creatives], "creative")
         return self
 
 
 class Advertiser(Strict):
-    name: str = Field(min_length=1, max_length=80)
-    category: str
+    name: OneLine = Field(min_length=1, max_length=80)
+    category: OneLine
     account: Account = Field(default_factory=Account)
     strategy: Strategy = Field(default_factory=Strategy)
     campaigns: list[Campaign] = Field(min_length=1)
@@ -482,8 +498,8 @@ class Generate(Strict):
     """A population of advertisers drawn from distributions."""
 
     count: int = Field(ge=1, le=MAX_ADVERTISERS)
-    name_prefix: str = Field("gen", min_length=1, max_length=40)
-    categories: list[str] = Field(min_length=1)
+    name_prefix: OneLine = Field("gen", min_length=1, max_length=40)
+    categories: list[OneLine] = Field(min_length=1)
     daily_budget: Dist = Field(default_factory=lambda: Dist(lognormal=(7.0, 0.6)))
     campaign_days: float | None = Field(None, ge=1, description="total budget = daily x this; none = no total")
     bid_types: dict[Literal["CPM", "CPC", "CPE", "CPA"], float] = Field(
@@ -536,14 +552,14 @@ class Generate(Strict):
 
 
 class Scenario(Strict):
-    name: str = Field(min_length=1, max_length=80)
+    name: OneLine = Field(min_length=1, max_length=80)
     description: str = ""
     seed: int = Field(0, ge=0, lt=2**63)
     start_date: dt.date = dt.date(2026, 10, 5)
     days: int = Field(7, ge=1, le=MAX_DAYS)
     platform: Literal["xhs", "google", "meta"] = "xhs"
     review_at_start: bool = Field(False, description="creatives running on day one also wait for review")
-    categories: list[str] = Field(default_factory=lambda: list(DEFAULT_CATEGORIES), min_length=1, max_length=31)
+    categories: list[OneLine] = Field(default_factory=lambda: list(DEFAULT_CATEGORIES), min_length=1, max_length=31)
     population: Population = Field(default_factory=Population)
     traffic: Traffic = Field(default_factory=Traffic)
     auction: Auction = Field(default_factory=Auction)
@@ -594,14 +610,10 @@ class Scenario(Strict):
         for i, adv in enumerate(self.advertisers):
             for r_i, rule in enumerate(adv.strategy.rules):
                 if isinstance(rule, SeasonalRule) and rule.event is not None and rule.event not in event_names:
-                    problems.append(
-                        f"advertisers.{i}.strategy.rules.{r_i}.event: "
-                        + _unknown("event", rule.event, sorted(event_names))
-                        + " (add it to [[calendar.events]])"
-                    )
+                    problems.append(f"advertisers.{i}.strategy.rules.{r_i}.event: " + _unknown_event(rule.event, event_names))
         for g_i, gen in enumerate(self.generate):
             if gen.seasonal_event is not None and gen.seasonal_event not in event_names:
-                problems.append(f"generate.{g_i}.seasonal_event: " + _unknown("event", gen.seasonal_event, sorted(event_names)))
+                problems.append(f"generate.{g_i}.seasonal_event: " + _unknown_event(gen.seasonal_event, event_names))
         if self.population.users * max(1, total) > 4_000_000_000:
             problems.append(
                 f"population.users: {self.population.users} users x {total} advertisers is too large "
@@ -627,22 +639,43 @@ def generated_names(gen: Generate) -> list[str]:
     return [f"{gen.name_prefix}_{i + 1:03d}" for i in range(gen.count)]
 
 
+def _unknown_event(name: str, defined: set[str]) -> str:
+    """An event a rule names but the calendar does not have: say how to add it."""
+    from simulator.calendar import PRESETS
+
+    if name in PRESETS:
+        return f"unknown event {_show(name)}: add it to [[calendar.events]] (preset = {name!r})"
+    msg = _unknown("event", name, sorted(defined)) if defined else f"unknown event {_show(name)} (no events are defined)"
+    return msg + "; events come from [[calendar.events]]"
+
+
 def _unique(names: list[str], what: str, where: str = "") -> None:
     seen: set[str] = set()
     for n in names:
         if n in seen:
-            raise ValueError(f"{where + ': ' if where else ''}duplicate {what} name {n!r}")
+            raise ValueError(f"{where + ': ' if where else ''}duplicate {what} name {_show(n)}")
         seen.add(n)
 
 
 def _unknown(what: str, value: object, choices: list[str]) -> str:
-    msg = f"unknown {what} {value!r}"
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    """``unknown rule 'day_part' (did you mean daypart?)``, or the list of choices."""
+    msg = f"unknown {what} {_show(value)}"
+    if not choices:
+        return msg + f" (no {what}s are defined)"
+    close = difflib.get_close_matches(str(value)[:100], [str(c) for c in choices], n=1)
     if close:
         msg += f" (did you mean {close[0]}?)"
     else:
         msg += f" (one of: {', '.join(str(c) for c in choices)})"
     return msg
+
+
+def _show(value: object, limit: int = 60) -> str:
+    """A value as it appears in a message: its repr, cut short (a message stays one short line)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 4]}... ({len(value)} characters)" if isinstance(value, str) else text[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------
@@ -739,71 +772,47 @@ _MESSAGES = {
     "int_parsing": "must be a whole number",
     "int_type": "must be a whole number",
     "int_from_float": "must be a whole number",
+    "int_parsing_size": "is too large a number",
     "float_parsing": "must be a number",
     "float_type": "must be a number",
     "bool_type": "must be true or false",
     "bool_parsing": "must be true or false",
     "string_type": "must be a string",
     "list_type": "must be a list",
+    "tuple_type": "must be a list",
     "dict_type": "must be a table",
     "model_type": "must be a table",
+    "model_attributes_type": "must be a table",
     "date_type": "must be a date (YYYY-MM-DD)",
     "date_parsing": "must be a date (YYYY-MM-DD)",
+    "date_from_datetime_parsing": "must be a date (YYYY-MM-DD)",
     "date_from_datetime_inexact": "must be a date (YYYY-MM-DD), not a time",
     "too_short": "needs at least {min_length} item(s)",
     "too_long": "allows at most {max_length} item(s)",
     "string_too_short": "must not be empty",
     "string_too_long": "is too long (at most {max_length} characters)",
-    "finite_number": "must be a finite number",
+    "finite_number": "must be a finite number (not nan or inf)",
 }
+#: Kinds whose message also shows the offending value.
+_SHOW_INPUT = {
+    "float_parsing", "int_parsing", "float_type", "int_type", "int_from_float", "string_type", "bool_type",
+    "bool_parsing", "date_type", "date_parsing", "date_from_datetime_parsing", "list_type", "tuple_type",
+    "dict_type", "model_type", "model_attributes_type", "finite_number",
+}  # fmt: skip
 
 
 def format_errors(exc: ValidationError, label: str) -> list[str]:
-    """One line per problem: ``FILE: field.path: message``."""
+    """One line per problem: ``FILE: field.path: message``.
+
+    Never raises: an error pydantic reports in an unexpected shape still gets a
+    line with its location and pydantic's own message.
+    """
     lines: list[str] = []
     for err in exc.errors(include_url=False):
-        loc = [p for p in err["loc"]]
-        kind = err["type"]
-        ctx = err.get("ctx") or {}
-        if kind == "extra_forbidden":
-            field = str(loc[-1])
-            parent_loc = loc[:-1]
-            known = _fields_at(parent_loc)
-            msg = "unknown field"
-            close = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
-            if close:
-                msg += f" (did you mean {close[0]}?)"
-            elif known:
-                msg += f" (allowed: {', '.join(known)})"
-        elif kind == "literal_error":
-            msg = f"{err['input']!r} is not allowed; expected {ctx.get('expected', '')}"
-            choices = [c.strip().strip("'") for c in str(ctx.get("expected", "")).replace(" or ", ",").split(",")]
-            close = difflib.get_close_matches(str(err["input"]), [c for c in choices if c], n=1)
-            if close:
-                msg += f" (did you mean {close[0]}?)"
-        elif kind == "union_tag_invalid":
-            msg = _unknown("rule", ctx.get("tag"), RULE_NAMES)
-        elif kind == "union_tag_not_found":
-            msg = f"needs a 'rule' key (one of: {', '.join(RULE_NAMES)})"
-        elif kind == "value_error":
-            text = str(ctx.get("error", err["msg"]))
-            for sub in text.split("\n"):
-                prefix = sub.split(": ", 1)[0]
-                if ": " in sub and re.fullmatch(r"[A-Za-z_][\w.]*", prefix) and prefix.split(".")[0] in Scenario.model_fields:
-                    lines.append(f"{label}: {sub}")
-                else:
-                    lines.append(f"{label}: {_dotted(_clean_loc(loc)) or '(top level)'}: {sub}")
-            continue
-        elif kind in _MESSAGES:
-            try:
-                msg = _MESSAGES[kind].format(**ctx)
-            except (KeyError, IndexError):
-                msg = err["msg"]
-            if kind in {"float_parsing", "int_parsing", "float_type", "int_type", "string_type", "bool_type"}:
-                msg += f" (got {err['input']!r})"
-        else:
-            msg = err["msg"][:1].lower() + err["msg"][1:]
-        lines.append(f"{label}: {_dotted(_clean_loc(loc)) or '(top level)'}: {msg}")
+        try:
+            lines.extend(_format_one(err, label))
+        except Exception:  # noqa: BLE001 - a message must never become a traceback
+            lines.append(f"{label}: {_where(list(err.get('loc', ())))}: {_one_line_text(str(err.get('msg', 'invalid')))}")
     # Several branches of a union can report the same location: keep the first.
     seen: set[str] = set()
     unique = []
@@ -814,8 +823,84 @@ def format_errors(exc: ValidationError, label: str) -> list[str]:
     return unique
 
 
+def _format_one(err: Any, label: str) -> list[str]:
+    loc = list(err["loc"])
+    kind = err["type"]
+    ctx = {k: _num(v) for k, v in (err.get("ctx") or {}).items()}
+    where = _where(loc)
+    if kind == "extra_forbidden":
+        field = str(loc[-1])
+        known = _fields_at(loc[:-1])
+        msg = "unknown field"
+        close = difflib.get_close_matches(field[:100], known, n=1, cutoff=0.6)
+        deeper, exact = _misplaced(field[:100], loc[:-1])
+        if deeper and (exact or not close):
+            msg += f" (did you mean {deeper}?)"
+        elif close:
+            msg += f" (did you mean {close[0]}?)"
+        elif known:
+            msg += f" (allowed: {', '.join(known)})"
+    elif kind == "literal_error":
+        msg = f"{_show(err['input'])} is not allowed; expected {ctx.get('expected', '')}"
+        choices = [c.strip().strip("'") for c in str(ctx.get("expected", "")).replace(" or ", ",").split(",")]
+        close = difflib.get_close_matches(str(err["input"])[:100], [c for c in choices if c], n=1)
+        if close:
+            msg += f" (did you mean {close[0]}?)"
+    elif kind == "union_tag_invalid":
+        msg = _unknown("rule", ctx.get("tag"), RULE_NAMES)
+    elif kind == "union_tag_not_found":
+        msg = f"needs a 'rule' key (one of: {', '.join(RULE_NAMES)})"
+    elif kind == "value_error":
+        out = []
+        text = str(ctx.get("error", err["msg"]))
+        here = _fields_at(loc)
+        for sub in text.split("\n"):
+            prefix = sub.split(": ", 1)[0]
+            if ": " in sub and re.fullmatch(r"[A-Za-z_][\w.]*", prefix):
+                if not loc and prefix.split(".")[0] in Scenario.model_fields:
+                    out.append(f"{label}: {_one_line_text(sub)}")  # the scenario's own checks give full paths
+                    continue
+                if prefix.split(".")[0] in here:  # a model's check names one of its fields
+                    out.append(f"{label}: {where}.{_one_line_text(sub)}" if loc else f"{label}: {_one_line_text(sub)}")
+                    continue
+            out.append(f"{label}: {where}: {_one_line_text(sub)}")
+        return out
+    elif kind in _MESSAGES:
+        try:
+            msg = _MESSAGES[kind].format(**ctx)
+        except (KeyError, IndexError):
+            msg = _one_line_text(err["msg"])
+        if kind in _SHOW_INPUT:
+            msg += f" (got {_show(err['input'])})"
+    else:
+        msg = _one_line_text(err["msg"][:1].lower() + err["msg"][1:])
+    return [f"{label}: {where}: {msg}"]
+
+
+def _num(v: Any) -> Any:
+    """Bounds as a reader writes them: 1000000, not 1000000.0."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e16:
+        return int(v)
+    return v
+
+
+def _one_line_text(text: str) -> str:
+    return " ".join(text.split()) if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text) else text
+
+
+def _where(loc: list[Any]) -> str:
+    """The dotted field path of a location, safe to print on one line."""
+    return _dotted(_clean_loc(loc)) or "(top level)"
+
+
 def _dotted(loc: list[Any]) -> str:
-    return ".".join(str(p) for p in loc)
+    parts = []
+    for p in loc:
+        text = str(p)
+        if len(text) > 60 or not re.fullmatch(r"[\w\-]+", text):
+            text = _show(text, 60)  # an odd key (spaces, dots, newlines, a whole paragraph): quoted, cut short
+        parts.append(text)
+    return ".".join(parts)
 
 
 def _clean_loc(loc: list[Any]) -> list[Any]:
@@ -828,6 +913,73 @@ def _clean_loc(loc: list[Any]) -> list[Any]:
             continue
         out.append(p)
     return out
+
+
+def _misplaced(key: str, loc: list[Any]) -> tuple[str | None, bool]:
+    """A field one or two tables below ``loc`` that ``key`` probably means: ``users`` -> ``population.users``.
+
+    Returns the dotted path (``N`` stands for a list index) and whether the match is exact.
+
+    Also matches compound names written the other way round: ``daily_budget`` -> ``budget.daily``.
+    """
+    model = _model_at(loc)
+    if model is None:
+        return None, False
+    paths: list[list[str]] = []
+
+    def walk(m: Any, prefix: list[str], depth: int) -> None:
+        for name, field in m.model_fields.items():
+            sub = _unwrap(field.annotation)
+            is_list = typing.get_origin(_strip_annotated(field.annotation)) is list or _is_optional_list(field.annotation)
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                step = [*prefix, name, "N"] if is_list else [*prefix, name]
+                for leaf in sub.model_fields:
+                    paths.append([*step, leaf])
+                if depth > 1:
+                    walk(sub, step, depth - 1)
+
+    walk(model, [], 2)
+    norm = key.lower().replace("-", "_")
+    by_key: dict[str, str] = {}
+    for path in paths:
+        words = [p for p in path if p != "N"]
+        dotted = ".".join(path)
+        for variant in (words[-1], "_".join(words[-2:]), "_".join(reversed(words[-2:]))):
+            by_key.setdefault(variant, dotted)
+    if norm in by_key:
+        return by_key[norm], True
+    close = difflib.get_close_matches(norm, list(by_key), n=1, cutoff=0.85)
+    return (by_key[close[0]], False) if close else (None, False)
+
+
+def _strip_annotated(tp: Any) -> Any:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _is_optional_list(tp: Any) -> bool:
+    tp = _strip_annotated(tp)
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return any(typing.get_origin(_strip_annotated(a)) is list for a in typing.get_args(tp))
+    return False
+
+
+def _model_at(loc: list[Any]) -> type[BaseModel] | None:
+    model: Any = Scenario
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if isinstance(part, str) and part in RULE_NAMES and _is_rule_union(model):
+            model = _rule_model(part)
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        model = _unwrap(field.annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
 def _fields_at(loc: list[Any]) -> list[str]:
