@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from simulator import auction, engagement
+from simulator import auction, engagement, kernels
 from simulator.book import BILL_CLICK, BILL_CONVERSION, BILL_ENGAGEMENT, BILL_IMPRESSION, MICRO, AdBook
 from simulator.calendar import Calendar, DayConditions
 from simulator.ledger import Ledger
@@ -88,6 +88,18 @@ class Feed:
         self.clicked: list[tuple[np.ndarray, np.ndarray]] = []
         self.converted: list[tuple[np.ndarray, np.ndarray]] = []
         self.day = 0
+        # The platform's relevance lift of every user for every category (float32, computed once).
+        self.user_lift = relevance_lift(population.affinity).astype(np.float32)
+        # Campaigns grouped by identical demographic + interest targeting.
+        keys = [book.camp_seg_ok[c].tobytes() + int(book.camp_interest_bits[c]).to_bytes(8, "little") for c in range(book.n_campaigns)]
+        uniq = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        self.camp_group = np.array([uniq[k] for k in keys], dtype=np.int32)
+        first = {g: c for c, g in reversed(list(enumerate(self.camp_group)))}
+        order = [first[g] for g in range(len(uniq))]
+        self.group_seg_ok = book.camp_seg_ok[order] if order else np.zeros((0, book.camp_seg_ok.shape[1]), bool)
+        self.group_bits = book.camp_interest_bits[order] if order else np.zeros(0, np.int64)
+        #: When a list, every served batch appends its inputs and outputs (tests compare a slow reference).
+        self.trace: list[dict[str, Any]] | None = None
 
     def start_day(self, day: int) -> None:
         self.day = day
@@ -125,22 +137,14 @@ class Feed:
         """
         book, pop, rng = self.book, self.population, self.auction_rng
         n_s = len(users)
+        # A random column order per batch: the kernels break ties by column, so ties go at random.
+        cols = cols[rng.permutation(cols.size)]
         camp = book.ad_camp[cols]
         # --- targeting (the auctions a campaign is eligible for; impression-share base)
-        targeting = book.camp_seg_ok[camp].T[pop.segment[users]]  # (S, A)
-        bits = book.camp_interest_bits[camp]
-        if (bits != 0).any():
-            matched = (pop.interest_bits[users][:, None] & bits[None, :]) != 0
-            targeting &= matched | (bits == 0)[None, :]
-        for j in np.flatnonzero(book.camp_audience_mode[camp] != 0):
-            c = camp[j]
-            if book.camp_audience_mode[c] > 0:
-                targeting[:, j] &= members(users, book.camp_audience[c])
-            if book.camp_exclusion[c] is not None:
-                targeting[:, j] &= ~members(users, book.camp_exclusion[c])
+        targeting = self._targeting(users, camp)
         # --- the rest of eligibility: budget left, frequency cap, creative split, pacing and quality gate
         eligible = targeting & ~book.camp_exhausted[camp][None, :]
-        freq = self.freq[users[:, None], cols[None, :]]
+        freq = self.freq[users][:, cols]
         if self.cap > 0:
             eligible &= freq < self.cap
         camps, first_col, n_cols = np.unique(camp, return_index=True, return_counts=True)
@@ -152,42 +156,39 @@ class Feed:
         share = book.camp_throttle[camp] * self._gate[cols]
         partial = np.flatnonzero(share < 1.0)
         if partial.size:
-            x = rng.random(n_s)[:, None] + rng.random(partial.size)[None, :]
-            eligible[:, partial] &= (x - np.floor(x)) < share[partial][None, :]
+            x = rng.random(n_s, dtype=np.float32)[:, None] + rng.random(partial.size, dtype=np.float32)[None, :]
+            eligible[:, partial] &= (x - np.floor(x)) < share[partial].astype(np.float32)[None, :]
         # --- Ad Rank = value x QS / 10, value = bid x multipliers x predicted rate of the billing event
-        relevance = pop.affinity[users][:, book.ad_topic[cols]]  # observed relevance, (S, A)
-        lift = relevance_lift(relevance)
-        bill = book.camp_bill[camp]
         q = self.quality
+        bill = book.camp_bill[camp]
         base_rate = np.select(
             [bill == BILL_IMPRESSION, bill == BILL_CLICK, bill == BILL_ENGAGEMENT],
             [np.ones(cols.size), q.ctr_hat[cols], q.engage_hat[cols]],
             q.ctr_hat[cols] * q.cvr_hat[cols],
         )
-        rate = np.where(bill == BILL_IMPRESSION, 1.0, lift) * base_rate
-        if (bill == BILL_CONVERSION).any():
-            rate = np.where(bill == BILL_CONVERSION, rate * lift, rate)
+        lift_power = np.select([bill == BILL_IMPRESSION, bill == BILL_CONVERSION], [0, 2], 1).astype(np.int8)
         per_event = book.camp_bid_eff[camp] * book.camp_mult[camp] * book.camp_hour_mult[camp, hour] * book.camp_pace_mult[camp]
         dev = book.camp_dev_mult[camp]
-        if np.any(dev != 1.0):
-            value = per_event[None, :] * dev.T[pop.device[users]]
-        else:
-            value = np.broadcast_to(per_event[None, :], (n_s, cols.size))
-        ranks = np.where(eligible, value * rate * (q.qs[cols] / 10.0)[None, :], 0.0)
-        offsets = rng.integers(0, cols.size, size=n_s)
-        order, sorted_ranks = auction.allocate(ranks, self.n_slots, self.floor, offsets)
+        device_mult = dev if np.any(dev != 1.0) else None
+        qs_factor = q.qs[cols] / 10.0
+        lift = self.user_lift[users][:, book.ad_topic[cols]]
+        device = pop.device[users]
+        order, sorted_ranks = kernels.rank_top(
+            eligible, lift, device, per_event, device_mult, base_rate, lift_power, qs_factor, self.n_slots, self.floor
+        )
         paid = auction.rank_prices(self.mechanism, sorted_ranks, self.view, self.floor)
         s_idx, k_idx = np.nonzero(order[:, : self.n_slots] >= 0)  # row-major: time order
         j = order[s_idx, k_idx]
-        prices = auction.event_prices(value[s_idx, j], ranks[s_idx, j], paid[s_idx, k_idx])
+        value = per_event[j] if device_mult is None else per_event[j] * device_mult[j, device[s_idx]]
+        prices = auction.event_prices(value, sorted_ranks[s_idx, k_idx], paid[s_idx, k_idx])
         ads = cols[j]
         imp_users = users[s_idx]
         imp_camp = camp[j]
         # --- what the users do (ground truth)
-        taste = (pop.taste[imp_users] * book.ad_taste[ads]).sum(axis=1)
-        rel_obs = relevance[s_idx, j].astype(np.float64)
+        taste = np.einsum("ij,ij->i", pop.taste[imp_users], book.ad_taste[ads])
+        rel_obs = pop.affinity[imp_users, book.ad_topic[ads]].astype(np.float64)
         imp = engagement.Impressions(
-            relevance=(1 - TASTE_WEIGHT) * rel_obs + TASTE_WEIGHT * _sigmoid(1.5 * taste),
+            relevance=(1 - TASTE_WEIGHT) * rel_obs + TASTE_WEIGHT * _sigmoid(1.5 * taste.astype(np.float64)),
             content=book.ad_content[ads],
             authenticity=book.ad_authenticity[ads],
             is_video=book.ad_video[ads],
@@ -209,25 +210,33 @@ class Feed:
             out.conversion,
         )
         amount = np.where(event, np.floor(prices * MICRO), 0).astype(np.int64)
-        over = event & _crosses(imp_camp, amount, book.remaining_micro())
+        remaining = book.remaining_micro()
+        over = event & crosses(imp_camp, amount, remaining)
         if over.any():
-            cut = int(s_idx[over].min())
-            n_used = cut + 1
-            keep = s_idx <= cut
+            n_used = int(s_idx[over].min()) + 1
+            keep = s_idx < n_used
         else:
             n_used = n_s
             keep = np.ones(ads.size, dtype=bool)
         billed = np.where(over, 0, amount)
+        if self.trace is not None:
+            self.trace.append(
+                {
+                    "eligible": eligible, "lift": lift, "device": device, "per_event": per_event,
+                    "device_mult": device_mult, "base_rate": base_rate, "lift_power": lift_power,
+                    "qs_factor": qs_factor, "n_slots": self.n_slots, "floor": self.floor, "view": self.view,
+                    "mechanism": self.mechanism, "order": order, "sorted_ranks": sorted_ranks, "prices": prices,
+                    "s_idx": s_idx, "k_idx": k_idx, "camp": camp, "event": event, "remaining": remaining,
+                    "billed": billed, "over": over, "n_used": n_used,
+                }
+            )  # fmt: skip
         # --- commit the sessions up to the cut
         self.ledger.record_eligible(camps, targeting[:n_used, first_col].sum(axis=0))
+        lift_imp = lift[s_idx, j].astype(np.float64)
         if not keep.all():
             ads, k_idx, imp_users, imp_camp = ads[keep], k_idx[keep], imp_users[keep], imp_camp[keep]
-            billed, over, amount, rel_obs = billed[keep], over[keep], amount[keep], rel_obs[keep]
-            lift_imp = lift[s_idx[keep], j[keep]]
+            billed, over, amount, rel_obs, lift_imp = billed[keep], over[keep], amount[keep], rel_obs[keep], lift_imp[keep]
             out = engagement.Outcomes(**{f.name: getattr(out, f.name)[keep] for f in fields(out)})
-        else:
-            lift_imp = lift[s_idx, j]
-        lift_imp = lift_imp.astype(np.float64)
         self.ledger.record_impressions(
             hour,
             ads,
@@ -253,6 +262,26 @@ class Feed:
         self._exhaust(done, hour, "spent")
         return n_used
 
+    def _targeting(self, users: np.ndarray, camp: np.ndarray) -> np.ndarray:
+        """(S, A) bool: the campaign's demographic, interest and audience targeting admits the user.
+
+        Campaigns with the same demographic and interest targeting share one column of work.
+        """
+        book, pop = self.book, self.population
+        groups, inverse = np.unique(self.camp_group[camp], return_inverse=True)
+        admitted = self.group_seg_ok[groups].T[pop.segment[users]]  # (S, G)
+        bits = self.group_bits[groups]
+        if (bits != 0).any():
+            admitted &= ((pop.interest_bits[users][:, None] & bits[None, :]) != 0) | (bits == 0)[None, :]
+        targeting = admitted[:, inverse]
+        for j in np.flatnonzero(book.camp_audience_mode[camp] != 0):
+            c = camp[j]
+            if book.camp_audience_mode[c] > 0:
+                targeting[:, j] &= members(users, book.camp_audience[c])
+            if book.camp_exclusion[c] is not None:
+                targeting[:, j] &= ~members(users, book.camp_exclusion[c])
+        return targeting
+
     def _exhaust(self, campaigns: np.ndarray, hour: int, how: str) -> None:
         book = self.book
         for c in campaigns:
@@ -271,7 +300,7 @@ class Feed:
             )
 
 
-def _crosses(campaign: np.ndarray, amount: np.ndarray, remaining: np.ndarray) -> np.ndarray:
+def crosses(campaign: np.ndarray, amount: np.ndarray, remaining: np.ndarray) -> np.ndarray:
     """Events (in time order) whose running per-campaign sum exceeds the campaign's remaining budget."""
     if amount.size == 0:
         return np.zeros(0, dtype=bool)

@@ -1,0 +1,130 @@
+"""Hand-computed auctions: exact positions and prices under gsp, vcg and first_price."""
+
+import numpy as np
+import pytest
+
+from simulator import auction, kernels
+
+# Three CPM ads, two slots (view factors 1.0, 0.6), QS 5, 8, 6, bids 40, 30, 20 yuan per mille.
+# Value per impression = bid / 1000; rank = value x QS / 10 = 0.020, 0.024, 0.012.
+PER_EVENT = np.array([0.040, 0.030, 0.020])
+QS = np.array([5.0, 8.0, 6.0])
+VIEW = np.array([1.0, 0.6])
+FLOOR = 0.008  # reserve_ecpm 8 yuan
+
+
+def _run(per_event=PER_EVENT, qs=QS, floor=FLOOR, mechanism="gsp", eligible=None, impl=kernels.rank_top_numpy):
+    n = per_event.size
+    eligible = np.ones((1, n), dtype=bool) if eligible is None else eligible
+    order, ranks = impl(
+        eligible,
+        np.ones((1, n), dtype=np.float32),
+        np.zeros(1, dtype=np.int8),
+        per_event,
+        None,
+        np.ones(n),
+        np.zeros(n, dtype=np.int8),
+        qs / 10.0,
+        2,
+        floor,
+    )
+    paid = auction.rank_prices(mechanism, ranks, VIEW, floor)
+    won = order[0, :2] >= 0
+    cols = order[0, :2][won]
+    prices = auction.event_prices(per_event[cols], ranks[0, :2][won], paid[0, :2][won])
+    return list(cols), prices
+
+
+@pytest.mark.parametrize("impl", [kernels.rank_top_numpy, kernels.rank_top_numba])
+def test_gsp_positions_and_prices(impl):
+    cols, prices = _run(impl=impl)
+    assert cols == [1, 0]  # QS 8 at bid 30 outranks QS 5 at bid 40
+    # Slot 1 pays bid x next rank / own rank = 0.030 x 0.020 / 0.024 = 0.025 (CPM 25).
+    # Slot 2 pays 0.040 x 0.012 / 0.020 = 0.024 (CPM 24).
+    np.testing.assert_allclose(prices, [0.025, 0.024], rtol=1e-12)
+    assert np.all(prices <= PER_EVENT[cols])
+
+
+def test_vcg_prices_weight_positions_by_view_factor():
+    cols, prices = _run(mechanism="vcg")
+    assert cols == [1, 0]
+    # Slot 1: ((1.0 - 0.6) x 0.020 + 0.6 x 0.012) / 1.0 = 0.0152 in rank units -> 0.030 x 0.0152 / 0.024.
+    # Slot 2: (0.6 x 0.012) / 0.6 = 0.012 -> 0.040 x 0.012 / 0.020 = 0.024.
+    np.testing.assert_allclose(prices, [0.030 * 0.0152 / 0.024, 0.024], rtol=1e-12)
+    gsp_cols, gsp_prices = _run(mechanism="gsp")
+    assert np.all(prices <= gsp_prices + 1e-15)
+
+
+def test_first_price_pays_the_bid():
+    cols, prices = _run(mechanism="first_price")
+    np.testing.assert_allclose(prices, [0.030, 0.040])
+
+
+def test_floor_binds_for_the_last_winner():
+    # Only two ads: slot 2 has nobody below, so it pays the floor: 0.040 x 0.008 / 0.020 = 0.016.
+    cols, prices = _run(per_event=PER_EVENT[:2], qs=QS[:2])
+    assert cols == [1, 0]
+    np.testing.assert_allclose(prices, [0.030 * 0.020 / 0.024, 0.016], rtol=1e-12)
+
+
+def test_floor_excludes_ads_ranked_below_it():
+    # Raise the floor above ad 2's rank (0.012) and ad 0's (0.020): only ad 1 (0.024) may win.
+    cols, prices = _run(floor=0.021)
+    assert cols == [1]
+    np.testing.assert_allclose(prices, [0.030 * 0.021 / 0.024])
+
+
+def test_ineligible_ads_neither_win_nor_set_prices():
+    eligible = np.array([[True, False, True]])
+    cols, prices = _run(eligible=eligible)
+    assert cols == [0, 2]
+    np.testing.assert_allclose(prices, [0.040 * 0.012 / 0.020, 0.020 * FLOOR / 0.012], rtol=1e-12)
+
+
+def test_one_more_quality_point_lowers_price_by_one_over_qs_plus_one():
+    # The winner's price is next_rank / (rate x QS / 10): from QS q to q + 1 it falls by 1 / (q + 1).
+    for q in range(2, 10):
+        per_event = np.array([0.5, 0.030])
+        _, low = _run(per_event=per_event, qs=np.array([float(q), 5.0]))
+        _, high = _run(per_event=per_event, qs=np.array([float(q + 1), 5.0]))
+        drop = 1 - high[0] / low[0]
+        assert drop == pytest.approx(1 / (q + 1), rel=1e-12)
+
+
+def test_ties_go_to_the_lower_column_and_price_equals_bid():
+    per_event = np.array([0.03, 0.03, 0.03])
+    cols, prices = _run(per_event=per_event, qs=np.array([6.0, 6.0, 6.0]))
+    assert cols == [0, 1]
+    np.testing.assert_allclose(prices, [0.03, 0.03])
+
+
+def test_vcg_revenue_matches_textbook_example():
+    # Edelman-Ostrovsky-Schwarz: values 10, 4, 2 per click; clicks 200, 100 -> VCG revenue 800, GSP 1000.
+    ranks = np.array([[10.0, 4.0, 2.0]])
+    view = np.array([1.0, 0.5])
+    vcg = auction.vcg_rank_prices(ranks, view, 0.0)[0] * np.array([200, 100])
+    gsp = auction.gsp_rank_prices(ranks, 0.0)[0] * np.array([200, 100])
+    assert vcg.sum() == pytest.approx(800)
+    assert gsp.sum() == pytest.approx(1000)
+
+
+def test_kernels_agree_on_random_markets():
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        n_s, n_a = rng.integers(1, 60), rng.integers(1, 40)
+        args = (
+            rng.random((n_s, n_a)) < 0.6,
+            rng.random((n_s, n_a), dtype=np.float32) * 2,
+            rng.integers(0, 2, n_s).astype(np.int8),
+            rng.random(n_a).round(2),  # rounding makes exact ties common
+            rng.random((n_a, 2)).round(1) + 0.5 if trial % 2 else None,
+            rng.random(n_a) * 0.05,
+            rng.integers(0, 3, n_a).astype(np.int8),
+            rng.integers(1, 11, n_a) / 10.0,
+            int(rng.integers(1, 4)),
+            float(rng.random() * 0.001),
+        )
+        o1, r1 = kernels.rank_top_numpy(*args)
+        o2, r2 = kernels.rank_top_numba(*args)
+        np.testing.assert_array_equal(o1, o2)
+        np.testing.assert_array_equal(r1, r2)
