@@ -162,6 +162,97 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> Non
     typer.echo(f"report: {run_dir / 'report.png'}")
 
 
+# ---------------------------------------------------------------- batch and compare (issue 5): begin
+
+
+@app.command()
+def batch(
+    scenarios: Annotated[list[Path], typer.Argument(help="scenario files (TOML); a [sweep] table adds its grid")],
+    replicates: Annotated[int, typer.Option(help="runs per scenario and grid point, each with its own seed")] = 1,
+    workers: Annotated[int | None, typer.Option(help="local processes (default: cores; 0 = in this process), or LocalCluster workers")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (tcp://host:8786), or 'local' for a LocalCluster")] = None,
+    out: Annotated[Path | None, typer.Option(help="batch folder (default runs/batch-NAMES); re-running resumes it")] = None,
+    seed: Annotated[int | None, typer.Option(help="root seed of the replicates (default: each scenario's seed)")] = None,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="draw report.png in every run folder (slower)")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Run scenarios x sweep grid x replicates on local processes or a Dask cluster (resumable)."""
+    from simulator.batch import BatchError, failed_lines
+    from simulator.batch import batch as run_batch
+
+    try:
+        summary = run_batch(
+            scenarios, replicates=replicates, workers=workers, scheduler=scheduler, out=out, seed=seed, report=report, progress=not quiet
+        )
+    except BatchError as exc:
+        fail(exc.lines)
+        raise  # unreachable
+    where = Path(summary.attrs["out"])
+    n_reused = int(summary["reused"].sum())
+    problems = failed_lines(summary)
+    typer.echo(f"{len(summary)} runs: {len(summary) - len(problems)} complete ({n_reused} from before), {len(problems)} failed")
+    ok = summary[summary["status"] == "complete"]
+    if len(ok):
+        keys = ["scenario", "sweep"] + [c for c in summary.columns if c.startswith("sweep.")]
+        table = ok.groupby(keys, sort=False, dropna=False)[["spend", "ctr", "cpm", "roas", "wall_s"]].mean()
+        typer.echo(f"\n{'scenario':<24}{'sweep':<11}{'runs':>5}{'spend':>13}{'CTR':>8}{'CPM':>8}{'ROAS':>7}{'s/run':>7}")
+        counts = ok.groupby(keys, sort=False, dropna=False).size()
+        for key, r in table.iterrows():
+            name, point = key[0], key[1]
+            typer.echo(
+                f"{str(name)[:23]:<24}{str(point):<11}{int(counts[key]):>5}{r.spend:>13,.2f}{_pct(r.ctr):>8}"
+                f"{_num(r.cpm):>8}{_num(r.roas):>7}{r.wall_s:>7.1f}"
+            )
+    typer.echo(f"\nsummary: {where / 'summary.parquet'}")
+    if problems:
+        for line in problems:
+            typer.echo(line, err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="run folder, or a batch folder of one scenario (e.g. OUT/scenario=NAME)")],
+    run_b: Annotated[Path, typer.Argument(help="the same for side B; differences are B - A")],
+    kpi: Annotated[list[str] | None, typer.Option(help="KPI to show (repeat); default spend, impressions, clicks, conversions, cpa, roas, quality_score")] = None,
+    csv: Annotated[Path | None, typer.Option(help="also write the full comparison (every KPI) to this CSV file")] = None,
+) -> None:
+    """Per-advertiser KPI differences B - A; paired by seed with 95 % intervals where seeds match."""
+    from simulator.compare import KPIS, CompareError
+    from simulator.compare import compare as compare_runs
+
+    shown = kpi or ["spend", "impressions", "clicks", "conversions", "cpa", "roas", "quality_score"]
+    unknown = [k for k in shown if k not in KPIS]
+    if unknown:
+        fail([f"--kpi: unknown KPI {k!r} (one of: {', '.join(KPIS)})" for k in unknown])
+    try:
+        table = compare_runs(run_a, run_b, KPIS)
+    except CompareError as exc:
+        fail(exc.lines)
+        raise  # unreachable
+    if csv is not None:
+        table.to_csv(csv, index=False)
+    first = table.iloc[0] if len(table) else None
+    if first is not None:
+        how = {"paired": f"paired over {int(first.n_pairs)} shared seeds", "welch": "no shared seeds: Welch intervals"}
+        typer.echo(f"B - A: {run_b} minus {run_a}; {how.get(first.method, 'one run a side: no intervals')}")
+    typer.echo(f"\n{'advertiser':<20}{'kpi':<15}{'A':>13}{'B':>13}{'B - A':>13}{'95% CI':>28}")
+    for r in table[table["kpi"].isin(shown)].itertuples():
+        ci = "" if math.isnan(r.ci_low) else f"[{_sig(r.ci_low)}, {_sig(r.ci_high)}]"
+        typer.echo(f"{str(r.advertiser)[:19]:<20}{r.kpi:<15}{_sig(r.a_mean):>13}{_sig(r.b_mean):>13}{_sig(r.mean_diff):>13}{ci:>28}")
+    if csv is not None:
+        typer.echo(f"\ncomparison: {csv}")
+
+
+def _sig(x: float) -> str:
+    if x is None or math.isnan(x):
+        return "-"
+    return f"{x:,.4g}" if abs(x) < 1000 else f"{x:,.1f}"
+
+
+# ---------------------------------------------------------------- batch and compare (issue 5): end
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
