@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -57,6 +58,18 @@ def default_out(scenario: sc.Scenario, seed: int, root: Path = Path("runs")) -> 
     return out
 
 
+def check_out(out: Path) -> None:
+    """Fail early (before simulating) if the run folder cannot be written: it exists, or its parent cannot be made."""
+    if out.exists() or out.is_symlink():
+        fail([f"{out}: already exists; choose another --out (runs are never overwritten)"])
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail([f"{out}: cannot create the folder it goes in ({exc.strerror or exc})"])
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK | os.X_OK):
+        fail([f"{out}: cannot write in {out.parent}"])
+
+
 def safe_name(name: str) -> str:
     """A folder name from a scenario name that cannot leave the output folder."""
     cleaned = "".join(ch if (ch.isalnum() or ch in "-_.") else "_" for ch in name).strip("._")
@@ -85,9 +98,18 @@ def run(
         overrides["days"] = days
     spec = _load(scenario, overrides)
     out = out if out is not None else default_out(spec, spec.seed)
-    if out.exists():
+    check_out(out)
+    try:
+        result = run_scenario(spec, out=out, progress=not quiet)
+    except FileExistsError:  # another process took the name while this one simulated
         fail([f"{out}: already exists; choose another --out (runs are never overwritten)"])
-    result = run_scenario(spec, out=out, progress=not quiet)
+        raise  # unreachable
+    except MemoryError:
+        fail([f"{scenario}: population.users: out of memory; use fewer users or advertisers"])
+        raise  # unreachable
+    except OSError as exc:
+        fail([f"{out}: cannot write the run folder ({exc.strerror or exc})"])
+        raise  # unreachable
     print_summary(result)
     typer.echo(f"\nrun folder: {out}")
     typer.echo(f"report:     {out / 'report.png'}")
@@ -149,17 +171,55 @@ def schema() -> None:
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
-    """Redraw a run folder's report.png from its tables."""
+def report(run_dir: Annotated[Path, typer.Argument(help="a run folder, or a batch folder (with summary.parquet)")]) -> None:
+    """Redraw a run folder's report.png from its tables (or a batch folder's batch_report.png)."""
     from simulator.plots import save_report
     from simulator.results import load_run
 
-    if not (run_dir / "manifest.json").exists():
+    if not (run_dir / "manifest.json").is_file() and (run_dir / "summary.parquet").is_file():
+        _batch_report(run_dir)
+        return
+    if not (run_dir / "manifest.json").is_file():
         fail([f"{run_dir}: not a complete run folder (no manifest.json)"])
-    result = load_run(run_dir)
-    path = save_report(result.tables, run_dir / ".report.png.tmp.png", title=result.scenario.name, scenario=result.scenario)
-    path.replace(run_dir / "report.png")
+    try:
+        result = load_run(run_dir)
+    except sc.ScenarioError as exc:
+        fail(exc.lines)
+        raise  # unreachable
+    except (OSError, ValueError, KeyError) as exc:  # unreadable or damaged tables (pyarrow errors are ValueErrors)
+        fail([f"{run_dir}: damaged run folder ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"])
+        raise  # unreachable
+    missing = [t for t in ("advertiser_daily", "market_daily") if t not in result.tables]
+    if missing:
+        fail([f"{run_dir}: damaged run folder (missing {', '.join(t + '.parquet' for t in missing)})"])
+    tmp = run_dir / ".report.png.tmp.png"
+    try:
+        path = save_report(result.tables, tmp, title=result.scenario.name, scenario=result.scenario)
+        path.replace(run_dir / "report.png")
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        fail([f"{run_dir}: cannot write report.png ({exc.strerror or exc})"])
     typer.echo(f"report: {run_dir / 'report.png'}")
+
+
+def _batch_report(out: Path) -> None:
+    """A batch folder's ``batch_report.png``: each KPI across replicates (5-50-95 %) or along the sweep."""
+    import pandas as pd
+
+    from simulator.plots import save_batch_report
+
+    try:
+        summary = pd.read_parquet(out / "summary.parquet")
+    except (OSError, ValueError) as exc:
+        fail([f"{out}: damaged batch folder ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"])
+        raise  # unreachable
+    tmp = out / ".batch_report.png.tmp.png"
+    try:
+        save_batch_report(summary, tmp, title=out.name).replace(out / "batch_report.png")
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        fail([f"{out}: cannot write batch_report.png ({exc.strerror or exc})"])
+    typer.echo(f"report: {out / 'batch_report.png'}")
 
 
 # ---------------------------------------------------------------- batch and compare (issue 5): begin

@@ -10,6 +10,7 @@ It never overwrites an existing folder.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -195,6 +196,7 @@ def write_run(result: Result, out: Path, report: bool = True) -> Path:
     out = Path(out)
     check_free(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         t0 = time.perf_counter()
@@ -209,13 +211,43 @@ def write_run(result: Result, out: Path, report: bool = True) -> Path:
         result.manifest["tables"] = {name: int(len(result.tables[name])) for name in TABLES}
         _write_json_atomic(tmp / "manifest.json", result.manifest)
         _fsync_dir(tmp)
-        os.rename(tmp, out)  # atomic on one filesystem; fails if ``out`` appeared meanwhile
+        if out.exists():  # appeared while this run was writing
+            raise FileExistsError(f"{out}: already exists; choose another --out (runs are never overwritten)")
+        try:
+            os.rename(tmp, out)  # atomic on one filesystem; fails if a non-empty ``out`` appeared meanwhile
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise FileExistsError(f"{out}: already exists; choose another --out (runs are never overwritten)") from None
+            raise
         _fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     result.path = out
     return out
+
+
+def remove_stale_partials(folder: Path, max_age_s: float = 6 * 3600) -> list[Path]:
+    """Delete ``.*.partial`` folders that killed runs left in ``folder`` (untouched for ``max_age_s``).
+
+    A partial folder lives only while a finished run writes its tables (seconds), so one
+    that has not changed for hours belongs to a process that died.  Readers ignore them
+    anyway: a run folder counts only under its final name, with its manifest.
+    """
+    removed = []
+    now = time.time()
+    try:
+        candidates = list(folder.glob(".*.partial"))
+    except OSError:
+        return removed
+    for path in candidates:
+        try:
+            if path.is_dir() and not path.is_symlink() and now - path.stat().st_mtime > max_age_s:
+                shutil.rmtree(path)
+                removed.append(path)
+        except OSError:
+            continue
+    return removed
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:

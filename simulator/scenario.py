@@ -55,6 +55,7 @@ MAX_DAYS = 400
 MAX_ADVERTISERS = 5_000
 MAX_CAMPAIGNS = 20_000
 MAX_SLOTS = 10
+MAX_FILE_BYTES = 5_000_000  # a scenario file is hand-written: megabytes mean a mistake
 
 
 class Strict(BaseModel):
@@ -323,13 +324,15 @@ class SeasonalRule(RuleBase):
 class TargetCpaRule(RuleBase):
     rule: Literal["target_cpa"]
     target: float = Field(gt=0, description="yuan per conversion")
-    step: float = Field(0.10, gt=0, le=1)
+    step: float = Field(0.10, gt=0, lt=1, description="largest daily bid change, as a share")
+    tolerance: float = Field(0.05, ge=0, le=1, description="dead band around the target (log ratio), at least the sampling noise")
 
 
 class TargetRoasRule(RuleBase):
     rule: Literal["target_roas"]
     target: float = Field(gt=0, description="order value per yuan spent")
-    step: float = Field(0.10, gt=0, le=1)
+    step: float = Field(0.10, gt=0, lt=1, description="largest daily bid change, as a share")
+    tolerance: float = Field(0.05, ge=0, le=1, description="dead band around the target (log ratio), at least the sampling noise")
 
 
 class ImpressionShareRule(RuleBase):
@@ -614,11 +617,20 @@ class Scenario(Strict):
         for g_i, gen in enumerate(self.generate):
             if gen.seasonal_event is not None and gen.seasonal_event not in event_names:
                 problems.append(f"generate.{g_i}.seasonal_event: " + _unknown_event(gen.seasonal_event, event_names))
-        if self.population.users * max(1, total) > 4_000_000_000:
+        n_ads = sum(len(c.creatives) for a in self.advertisers for c in a.campaigns) + sum(g.count for g in self.generate)
+        if self.population.users * max(1, n_ads) > 4_000_000_000:
             problems.append(
-                f"population.users: {self.population.users} users x {total} advertisers is too large "
+                f"population.users: {self.population.users} users x {n_ads} ads (creatives) is too large "
                 "for the frequency table (limit 4e9 pairs)"
             )
+        else:
+            need, limit = estimated_memory(self), memory_limit()
+            if need > limit:
+                problems.append(
+                    f"population.users: {self.population.users:,} users with {n_ads:,} ads need about "
+                    f"{need / 1e9:.0f} GB of memory (limit {limit / 1e9:.0f} GB, set ADSIM_MAX_MEMORY_GB "
+                    "to change it); use fewer users, ads or sessions per hour"
+                )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -632,6 +644,36 @@ class Scenario(Strict):
     @property
     def end_date(self) -> dt.date:
         return self.start_date + dt.timedelta(days=self.days - 1)
+
+
+def memory_limit() -> float:
+    """Bytes a run may plan to use: ``ADSIM_MAX_MEMORY_GB`` (default 16 GB)."""
+    import os
+
+    try:
+        gb = float(os.environ.get("ADSIM_MAX_MEMORY_GB", "16"))
+    except ValueError:
+        gb = 16.0
+    return (gb if math.isfinite(gb) and gb > 0 else 16.0) * 1e9
+
+
+def estimated_memory(s: Scenario) -> float:
+    """A rough upper estimate of a run's peak memory in bytes, checked before anything is allocated.
+
+    Per user: interest affinities and their bit masks (with temporaries), the latent taste vector,
+    demographics and one frequency counter per ad.  Per served chunk of sessions: a few
+    sessions x ads matrices (eligibility, ranks, prices) of about 48 bytes per cell.
+    """
+    users = s.population.users
+    n_cats = len(s.categories)
+    n_ads = sum(len(c.creatives) for a in s.advertisers for c in a.campaigns) + sum(g.count for g in s.generate)
+    per_user = 24 * n_cats + 8 * s.population.taste_dims + 64 + n_ads
+    t = s.traffic
+    peak_hour = max(t.hour_curve) / sum(t.hour_curve)
+    events = [e.traffic for e in s.calendar.events if e.traffic is not None] or [1.0]
+    surge = max(3.0, *events)  # presets can lift traffic: assume up to 3x
+    chunk = users * t.sessions_per_user_per_day * peak_hour * max(t.weekday_curve) * surge / t.chunks_per_hour
+    return float(users * per_user + chunk * n_ads * 48)
 
 
 def generated_names(gen: Generate) -> list[str]:
@@ -701,26 +743,34 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     """
     path = Path(path)
     label = str(path)
-    if not path.exists():
-        raise ScenarioError([f"{label}: no such file"])
-    if path.is_dir():
-        raise ScenarioError([f"{label}: is a directory, not a scenario file"])
     try:
+        if not path.exists():
+            raise ScenarioError([f"{label}: no such file"])
+        if path.is_dir():
+            raise ScenarioError([f"{label}: is a directory, not a scenario file"])
+        if not path.is_file():  # a FIFO or a device would block or never end
+            raise ScenarioError([f"{label}: not a regular file"])
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ScenarioError([f"{label}: {size:,} bytes is too large for a scenario file (limit {MAX_FILE_BYTES:,})"])
         raw = path.read_bytes()
     except OSError as exc:
-        raise ScenarioError([f"{label}: cannot read ({exc.strerror})"]) from None
+        raise ScenarioError([f"{label}: cannot read ({exc.strerror or exc})"]) from None
     if not raw.strip():
         raise ScenarioError([f"{label}: the file is empty"])
     try:
         text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ScenarioError([f"{label}: not a text file (not UTF-8)"]) from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError([f"{label}: not a UTF-8 text file (byte {exc.start} cannot be decoded)"]) from None
     if "\x00" in text:
         raise ScenarioError([f"{label}: not a text file (contains NUL bytes)"])
+    text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError([f"{label}: TOML syntax error: {exc}"]) from None
+        raise ScenarioError([f"{label}: TOML syntax error: {_one_line_text(str(exc))}"]) from None
+    except RecursionError:
+        raise ScenarioError([f"{label}: TOML nested too deeply"]) from None
     if overrides:
         data = apply_overrides(data, overrides)
     return parse_scenario(data, label)
@@ -732,6 +782,8 @@ def parse_scenario(data: dict[str, Any], label: str = "<scenario>") -> Scenario:
         return Scenario.model_validate(data)
     except ValidationError as exc:
         raise ScenarioError(format_errors(exc, label)) from None
+    except RecursionError:
+        raise ScenarioError([f"{label}: (top level): values nested too deeply"]) from None
     except (ValueError, TypeError) as exc:  # pragma: no cover - pydantic wraps these
         raise ScenarioError([f"{label}: {exc}"]) from None
 
