@@ -1,101 +1,493 @@
 """Plots: functions that take a run's (or a batch's) DataFrames and draw on matplotlib Axes.
 
-Each ``plot_*`` function takes DataFrames and an optional ``ax`` and returns
-the ``Axes`` it drew on, so notebooks compose them; ``report_figure`` puts the
-standard panels of a run together and ``save_report`` writes ``report.png``.
-The model knows nothing about plots; plots know nothing about the model.
+Each ``plot_*`` function takes DataFrames (the tables of DESIGN.md section 8,
+or a batch summary) and an optional ``ax``, and returns what it drew on: one
+``Axes``, or a list of them for the small-multiple panels (which split the
+``ax`` they are given into a grid of their own).  Notebooks compose them;
+``report_figure`` puts the standard panels of a run together and
+``save_report`` writes ``report.png``; ``batch_report_figure`` does the same
+for a batch summary (one row per run).
+
+The model knows nothing about plots; plots know nothing about the model: they
+read only table columns (and, optionally, the scenario's quality weights).
+Money is in yuan throughout; rates are shares.
+
+The report figures are plain ``matplotlib.figure.Figure`` objects, not pyplot
+figures: drawing and saving them needs no GUI backend (CLI, batch workers) and
+leaves a notebook's backend alone; ``plot_*`` called without ``ax`` open a
+pyplot figure in whatever backend the caller uses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
+import matplotlib.transforms as mtransforms
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from simulator.quality import FACTOR_COLUMNS  # noqa: E402
+from simulator.quality import FACTOR_COLUMNS
 
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+#: Readable names of the six quality factors, in FACTOR_COLUMNS order.
+FACTOR_LABELS = {
+    "qs_relevance": "ad relevance",
+    "qs_history": "historical performance",
+    "qs_content": "content quality",
+    "qs_engagement": "user engagement",
+    "qs_landing": "landing page",
+    "qs_reputation": "account reputation",
+}
+#: How each market KPI is computed from summed counts (so days and advertisers aggregate correctly).
+PRICE_LABELS = {
+    "cpm": "CPM (yuan per 1,000 impressions)",
+    "cpc": "CPC (yuan per click)",
+    "cpa": "CPA (yuan per conversion)",
+    "cpe": "CPE (yuan per engagement)",
+}
+KPI_LABELS = {
+    "spend": "spend (yuan)",
+    "revenue": "platform revenue (yuan)",
+    "impressions": "impressions",
+    "clicks": "clicks",
+    "conversions": "conversions",
+    "ctr": "CTR (clicks per impression)",
+    "cvr": "conversion rate (per click)",
+    "roas": "ROAS (order value per yuan)",
+    "fill_rate": "fill rate (share of ad slots)",
+    "avg_quality_score": "mean quality score (1-10)",
+    "quality_score": "quality score (1-10)",
+    **PRICE_LABELS,
+}
+PERCENT_KPIS = {"ctr", "cvr", "fill_rate", "engagement_rate", "conversion_rate", "impression_share"}
+SEASON_COLOR = "#f28e2b"
+PEAK_COLOR = "#e15759"
+MARKET_COLOR = "#333333"
 
 
-def _ax(ax: Axes | None) -> Axes:
+# --------------------------------------------------------------------------- helpers
+
+
+def _ax(ax: Axes | None, figsize: tuple[float, float] = (7, 4)) -> Axes:
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4))
+        _, ax = plt.subplots(figsize=figsize, layout="constrained")
     return ax
 
 
-def _date_axis(ax: Axes) -> None:
-    ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=8))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
+def _split(ax: Axes | None, nrows: int, ncols: int, figsize: tuple[float, float], sharex: bool = False, **grid: Any) -> list[Axes]:
+    """Axes of an ``nrows`` x ``ncols`` grid that takes the place of ``ax`` (or a new figure)."""
+    if ax is None:
+        fig = plt.figure(figsize=figsize, layout="constrained")
+        gs = fig.add_gridspec(nrows, ncols, **grid)
+    else:
+        fig = ax.figure
+        spec = ax.get_subplotspec()
+        ax.remove()
+        gs = spec.subgridspec(nrows, ncols, **grid)
+    axes: list[Axes] = []
+    for i in range(nrows):
+        for j in range(ncols):
+            share = axes[j] if (sharex and i > 0) else None
+            axes.append(fig.add_subplot(gs[i, j], sharex=share))
+    return axes
+
+
+def _date_axis(ax: Axes, labels: bool = True) -> None:
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
+    if not labels:
+        ax.tick_params(labelbottom=False)
+
+
+def _yuan_axis(ax: Axes, decimals: int = 0) -> None:
+    ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.{decimals}f}"))
+
+
+def _percent_axis(ax: Axes, axis: str = "y") -> None:
+    fmt = mticker.PercentFormatter(1.0, decimals=0)
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(fmt)
+
+
+def _dates(s: pd.Series | pd.Index) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(pd.to_datetime(s))
+
+
+def _div(a: Any, b: Any) -> Any:
+    """a / b with NaN where b is 0 (a rate with no base is unknown, not zero)."""
+    if isinstance(b, pd.Series | pd.DataFrame):
+        return a / b.where(b != 0)
+    return a / b if b else np.nan
 
 
 def top_advertisers(daily: pd.DataFrame, n: int = 6) -> list[str]:
-    """The ``n`` advertisers with the most spend."""
-    return list(daily.groupby("advertiser")["spend"].sum().sort_values(ascending=False).head(n).index)
+    """The ``n`` advertisers with the most spend over the table (ties by name)."""
+    spend = daily.groupby("advertiser")["spend"].sum()
+    order = sorted(spend.index, key=lambda name: (-spend[name], str(name)))
+    return [str(a) for a in order[:n]]
 
 
-def plot_spend_vs_budget(daily: pd.DataFrame, n: int = 5, ax: Axes | None = None) -> Axes:
-    """Daily spend (solid) against daily budget (dashed) of the top advertisers, yuan."""
-    ax = _ax(ax)
-    by = daily.groupby(["advertiser", "date"], as_index=False)[["spend", "daily_budget"]].sum()
-    for i, name in enumerate(top_advertisers(daily, n)):
-        d = by[by["advertiser"] == name]
-        color = f"C{i}"
-        ax.plot(d["date"], d["spend"], color=color, label=name)
-        ax.plot(d["date"], d["daily_budget"], color=color, linestyle="--", linewidth=0.8, label="_budget")
-    ax.set_title("Daily spend (solid) vs budget (dashed)")
-    ax.set_ylabel("yuan per day")
-    ax.legend(fontsize=7, loc="upper left", ncols=2)
-    _date_axis(ax)
-    return ax
+def advertiser_colors(names: Iterable[str]) -> dict[str, str]:
+    """One colour per advertiser, stable across panels of a figure."""
+    return {name: f"C{i % 10}" for i, name in enumerate(names)}
 
 
-def mark_events(ax: Axes, events: pd.DataFrame | None) -> None:
-    """Shade the days of seasonal events (from the ``seasonal`` rows of the events table)."""
-    if events is None or events.empty:
+def _spread_labels(y: np.ndarray, min_gap: float) -> np.ndarray:
+    """Nudge label positions apart (keeping their order) so no two are closer than ``min_gap``."""
+    order = np.argsort(y)
+    out = np.asarray(y, dtype=float).copy()
+    placed = out[order]
+    for i in range(1, len(placed)):
+        placed[i] = max(placed[i], placed[i - 1] + min_gap)
+    # centre the block again on the original mean so labels do not drift off the top
+    shift = (placed.mean() - out[order].mean()) if len(placed) else 0.0
+    out[order] = placed - shift
+    return out
+
+
+def _label_line_ends(ax: Axes, ends: dict[str, tuple[Any, float]], colors: dict[str, str], fontsize: float = 7) -> None:
+    """Write each series' name just right of its last point, nudged apart (instead of a legend)."""
+    items = [(k, x, y) for k, (x, y) in ends.items() if np.isfinite(y)]
+    if not items:
         return
-    days = pd.to_datetime(events.loc[events["kind"] == "season", "date"]).drop_duplicates().sort_values()
-    for d in days:
-        ax.axvspan(d, d + pd.Timedelta(days=1), color="orange", alpha=0.12, linewidth=0)
+    lo, hi = ax.get_ylim()
+    ys = _spread_labels(np.array([y for _, _, y in items]), min_gap=(hi - lo) * 0.055)
+    for (name, x, _), y in zip(items, ys, strict=True):
+        ax.annotate(
+            name,
+            xy=(x, y),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=fontsize,
+            color=colors.get(name, "black"),
+            annotation_clip=False,
+        )
 
 
-def plot_prices(daily: pd.DataFrame, market: pd.DataFrame | None = None, events: pd.DataFrame | None = None, ax: Axes | None = None) -> Axes:
-    """Market CPM, CPC and CPA over time (yuan), season days shaded."""
+# --------------------------------------------------------------------------- season
+
+
+def season_days(events: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per day that a seasonal event is on: ``date``, ``phases`` (list of "event:phase").
+
+    Read from the events table rows of kind ``season`` (their detail lists the
+    day's phases, e.g. ``"singles_day:presale, singles_day:presale_spike"``).
+    """
+    if events is None or events.empty or "kind" not in events:
+        return pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "phases": pd.Series(dtype=object)})
+    rows = events.loc[events["kind"] == "season", ["date", "detail"]].copy()
+    rows["date"] = _dates(rows["date"])
+    rows["phases"] = rows["detail"].astype(str).map(lambda s: [p.strip() for p in s.split(",") if p.strip()])
+    rows = rows.groupby("date", as_index=False)["phases"].agg(lambda ps: list(dict.fromkeys(p for lst in ps for p in lst)))
+    return rows.sort_values("date").reset_index(drop=True)
+
+
+def season_spans(events: pd.DataFrame | None) -> list[tuple[pd.Timestamp, pd.Timestamp, str]]:
+    """Runs of consecutive days in the same seasonal phase: ``(first_day, last_day, label)``.
+
+    A day's label is its most specific phase (the last one listed, e.g.
+    ``presale_spike`` over ``presale``), without the event prefix when only one
+    event is on.
+    """
+    days = season_days(events)
+    if days.empty:
+        return []
+    n_events = len({p.split(":")[0] for lst in days["phases"] for p in lst})
+
+    def label(phases: list[str]) -> str:
+        if n_events <= 1:
+            return phases[-1].split(":")[-1]
+        return " + ".join(dict.fromkeys(p.split(":")[0] + ":" + p.split(":")[-1] for p in phases[-1:]))
+
+    spans: list[tuple[pd.Timestamp, pd.Timestamp, str]] = []
+    for date, phases in zip(days["date"], days["phases"], strict=True):
+        lab = label(phases)
+        if spans and spans[-1][2] == lab and (date - spans[-1][1]) == pd.Timedelta(days=1):
+            spans[-1] = (spans[-1][0], date, lab)
+        else:
+            spans.append((date, date, lab))
+    return spans
+
+
+def _phase_style(label: str) -> tuple[str, float]:
+    """Colour and opacity of a phase band: the peak stands out, the run-up is a light wash."""
+    name = label.split(":")[-1]
+    if "peak" in name or name == "festival":
+        return PEAK_COLOR, 0.28
+    if name in {"eve", "final_payment", "presale_spike"}:
+        return SEASON_COLOR, 0.26
+    if "cool" in name or "recovery" in name:
+        return "#bab0ac", 0.18
+    return SEASON_COLOR, 0.10
+
+
+def mark_events(ax: Axes, events: pd.DataFrame | None, labels: bool = True) -> int:
+    """Shade the days of seasonal phases (from the events table) and name each phase at the top.
+
+    Daily points are drawn at noon of their day, so a band from midnight to
+    midnight sits centred on the points it covers.  Returns the number of bands.
+    """
+    spans = season_spans(events)
+    trans = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+    for first, last, lab in spans:
+        color, alpha = _phase_style(lab)
+        ax.axvspan(first, last + pd.Timedelta(days=1), color=color, alpha=alpha, linewidth=0, zorder=0)
+        if labels:
+            mid = first + (last + pd.Timedelta(days=1) - first) / 2
+            ax.text(mid, 0.97, lab.replace("_", " "), transform=trans, rotation=90, ha="center", va="top",
+                    fontsize=6.5, color="#555555", clip_on=True)  # fmt: skip
+    return len(spans)
+
+
+def _noon(dates: Any) -> pd.DatetimeIndex:
+    return _dates(dates) + pd.Timedelta(hours=12)
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def market_daily_kpis(daily: pd.DataFrame) -> pd.DataFrame:
+    """Market-wide KPIs per day from the campaign rows: sums, then ratios (yuan, shares)."""
+    cols = [c for c in ("spend", "impressions", "clicks", "engagements", "conversions", "order_value") if c in daily]
+    g = daily.groupby("date")[cols].sum()
+    g.index = _dates(g.index)
+    g["cpm"] = _div(g["spend"] * 1000, g["impressions"])
+    g["cpc"] = _div(g["spend"], g["clicks"])
+    g["cpa"] = _div(g["spend"], g["conversions"])
+    if "engagements" in g:
+        g["cpe"] = _div(g["spend"], g["engagements"])
+    g["ctr"] = _div(g["clicks"], g["impressions"])
+    g["cvr"] = _div(g["conversions"], g["clicks"])
+    if "order_value" in g:
+        g["roas"] = _div(g["order_value"], g["spend"])
+    return g
+
+
+def plot_spend_vs_budget(daily: pd.DataFrame, advertiser: str | None = None, n: int = 6, ax: Axes | None = None) -> list[Axes]:
+    """Daily spend (bars) against the daily budget (step line) of the top spenders, yuan.
+
+    One small panel per advertiser (``advertiser`` for just one), each with its
+    own scale, titled with the share of its budget it spent over the run.
+    """
+    names = [advertiser] if advertiser is not None else top_advertisers(daily, n)
+    colors = advertiser_colors(top_advertisers(daily, max(n, len(names))) if advertiser is None else names)
+    ncols = 1 if len(names) == 1 else (2 if len(names) <= 4 else 3)
+    nrows = max(1, int(np.ceil(len(names) / ncols)))
+    axes = _split(ax, nrows, ncols, figsize=(4 * ncols, 2.4 * nrows), sharex=True)
+    by = daily.groupby(["advertiser", "date"], as_index=False)[["spend", "daily_budget"]].sum()
+    for i, a in enumerate(axes):
+        if i >= len(names):
+            a.axis("off")
+            continue
+        name = names[i]
+        d = by[by["advertiser"] == name]
+        x = _noon(d["date"])
+        a.bar(x, d["spend"], width=0.8, color=colors.get(name, "C0"), alpha=0.85, label="spend", linewidth=0)
+        a.step(np.append(x - pd.Timedelta(hours=12), x[-1:] + pd.Timedelta(hours=12)),
+               np.append(d["daily_budget"].to_numpy(), d["daily_budget"].to_numpy()[-1:]),
+               where="post", color="black", linewidth=1.0, linestyle="--", label="daily budget")  # fmt: skip
+        used = _div(d["spend"].sum(), d["daily_budget"].sum())
+        a.set_title(f"{name}: {used:.0%} of budget spent" if np.isfinite(used) else name, fontsize=8.5)
+        a.set_ylim(0, max(1.0, float(np.nanmax([d["spend"].max(), d["daily_budget"].max()]))) * 1.3)
+        _yuan_axis(a)
+        a.tick_params(labelsize=7)
+        _date_axis(a, labels=i >= len(axes) - ncols)
+        if i % ncols == 0:
+            a.set_ylabel("yuan / day", fontsize=8)
+        if i == 0:
+            a.legend(fontsize=6.5, loc="upper left", ncols=2, framealpha=0.8)
+    return axes
+
+
+def plot_price(daily: pd.DataFrame, metric: str = "cpm", events: pd.DataFrame | None = None, ax: Axes | None = None,
+               annotate: bool = True, phase_labels: bool = True) -> Axes:  # fmt: skip
+    """One market price over time (``cpm``, ``cpc``, ``cpa`` or ``cpe``, yuan), season phases shaded.
+
+    Prices are effective market averages: total spend over total impressions
+    (x 1,000), clicks, conversions or engagements of the day, whatever each
+    campaign is billed for.
+    """
     ax = _ax(ax)
-    g = daily.groupby("date")[["spend", "impressions", "clicks", "conversions"]].sum()
-    cpm = g["spend"] * 1000 / g["impressions"].replace(0, np.nan)
-    cpc = g["spend"] / g["clicks"].replace(0, np.nan)
-    cpa = g["spend"] / g["conversions"].replace(0, np.nan)
-    ax.plot(g.index, cpm, label="CPM (per 1,000 impr.)", color="C0")
-    ax.plot(g.index, cpc * 10, label="CPC x 10", color="C1")
-    ax.plot(g.index, cpa / 10, label="CPA / 10", color="C2")
-    mark_events(ax, events)
-    ax.set_title("Prices over time (shaded: season)")
-    ax.set_ylabel("yuan")
-    ax.legend(fontsize=7, loc="upper left")
+    g = market_daily_kpis(daily)
+    y = g[metric]
+    x = _noon(g.index)
+    ax.plot(x, y, color=MARKET_COLOR, marker="o", markersize=2.5, linewidth=1.4, label=metric.upper())
+    n_bands = mark_events(ax, events, labels=phase_labels)
+    ax.set_ylabel(metric.upper() + " (yuan)", fontsize=8)
+    ax.set_title(PRICE_LABELS.get(metric, metric), fontsize=9, loc="left")
+    finite = y[np.isfinite(y)]
+    if len(finite):
+        top = float(finite.max())
+        ax.set_ylim(0, top * (1.35 if n_bands and phase_labels else 1.15))
+        if annotate and len(finite) > 1:
+            i = int(np.nanargmax(y.to_numpy()))
+            base = float(finite.iloc[0])
+            change = f" ({top / base - 1:+.0%} vs day 1)" if base > 0 else ""
+            ax.annotate(f"max {top:,.2f}{change}", xy=(x[i], top), xytext=(0, 6), textcoords="offset points",
+                        ha="center", fontsize=7, color=MARKET_COLOR)  # fmt: skip
+    _yuan_axis(ax, decimals=0 if metric in ("cpm", "cpa") else 2)
+    ax.tick_params(labelsize=7)
     _date_axis(ax)
     return ax
 
 
-def plot_quality(daily: pd.DataFrame, n: int = 5, ax: Axes | None = None) -> Axes:
-    """Quality score trajectories of the top advertisers (impression-weighted over their campaigns)."""
+def plot_season_strip(events: pd.DataFrame | None, start: Any, end: Any, ax: Axes | None = None) -> Axes:
+    """A thin timeline of the seasonal phases between ``start`` and ``end`` (dates), each band named.
+
+    Narrow bands (a day or two) get their name written upright so names never overlap.
+    """
+    ax = _ax(ax, figsize=(7, 0.8))
+    start, end = pd.Timestamp(start), pd.Timestamp(end)
+    ax.set_xlim(start, end + pd.Timedelta(days=1))
+    ax.set_ylim(0, 1)
+    ax.set_yticks([])
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    spans = [(f, la, lab) for f, la, lab in season_spans(events) if la >= start and f <= end]
+    for first, last, lab in spans:
+        color, alpha = _phase_style(lab)
+        left, right = max(first, start), min(last, end) + pd.Timedelta(days=1)
+        ax.axvspan(left, right, color=color, alpha=min(1.0, alpha * 2.2), linewidth=0.5, ec="white")
+        n_days = (right - left) / pd.Timedelta(days=1)
+        text = lab.replace("_", " ")
+        upright = n_days < max(2.5, 0.45 * len(text) * (end - start + pd.Timedelta(days=1)).days / 40)
+        ax.text(left + (right - left) / 2, 0.5, text, rotation=90 if upright else 0, ha="center", va="center",
+                fontsize=6.5 if upright else 7.5, color="#333333", clip_on=True)  # fmt: skip
+    if not spans:
+        ax.text(0.5, 0.5, "no seasonal event in these dates", transform=ax.transAxes, ha="center", va="center", fontsize=7, color="#777777")
+    ax.set_title("Season phases (from the events table)", fontsize=8, loc="left")
+    _date_axis(ax, labels=False)
+    return ax
+
+
+def plot_prices(daily: pd.DataFrame, events: pd.DataFrame | None = None, metrics: Sequence[str] = ("cpm", "cpc", "cpa"),
+                ax: Axes | None = None) -> list[Axes]:  # fmt: skip
+    """Market CPM, CPC and CPA over time as stacked panels with one date axis, season phases shaded.
+
+    Each price gets its own yuan scale (they differ by two orders of
+    magnitude).  When the run has seasonal days, a strip on top names the
+    phases and the same bands shade every price panel.  Returns the Axes,
+    top to bottom (the strip first, if any).
+    """
+    has_season = bool(season_spans(events))
+    ratios = ([0.55] if has_season else []) + [1.0] * len(metrics)
+    axes = _split(ax, len(ratios), 1, figsize=(7, 2.2 * len(metrics) + 0.8 * has_season), sharex=True, height_ratios=ratios)
+    dates = _dates(daily["date"])
+    if has_season:
+        plot_season_strip(events, dates.min(), dates.max(), ax=axes[0])
+    price_axes = axes[1:] if has_season else axes
+    for i, (a, m) in enumerate(zip(price_axes, metrics, strict=True)):
+        plot_price(daily, m, events, ax=a, phase_labels=False)
+        _date_axis(a, labels=i == len(metrics) - 1)
+    return axes
+
+
+def plot_quality(daily: pd.DataFrame, n: int = 6, ax: Axes | None = None, min_quality: float | None = None) -> Axes:
+    """Quality score (1-10) of the top spenders over time, impression-weighted over their campaigns."""
     ax = _ax(ax)
-    for i, name in enumerate(top_advertisers(daily, n)):
-        d = daily[daily["advertiser"] == name].groupby("date")["quality_score"].mean()
-        ax.plot(d.index, d.values, color=f"C{i}", label=name)
-    ax.set_ylim(1, 10)
-    ax.set_title("Quality score (1-10)")
-    ax.set_ylabel("QS")
-    ax.legend(fontsize=7, loc="lower left", ncols=2)
+    names = top_advertisers(daily, n)
+    colors = advertiser_colors(names)
+    w = daily["impressions"].clip(lower=0).astype(float)
+    w = w.where(w > 0, 1.0)  # a day without impressions: plain mean of its campaigns
+    d = daily.assign(_w=w, _qw=daily["quality_score"] * w)
+    g = d.groupby(["advertiser", "date"])[["_w", "_qw"]].sum()
+    qs = (g["_qw"] / g["_w"]).rename("qs").reset_index()
+    ends = {}
+    for name in names:
+        s = qs[qs["advertiser"] == name]
+        x = _noon(s["date"])
+        ax.plot(x, s["qs"], color=colors[name], linewidth=1.6, label=name)
+        if len(s):
+            ends[name] = (x[-1], float(s["qs"].iloc[-1]))
+    vals = qs.loc[qs["advertiser"].isin(names), "qs"].to_numpy()
+    lo = max(1.0, np.floor(np.nanmin(vals)) - 1.0) if vals.size else 1.0
+    hi = min(10.0, np.ceil(np.nanmax(vals)) + 1.0) if vals.size else 10.0
+    if min_quality is not None and lo <= min_quality <= hi:
+        ax.axhline(min_quality, color=PEAK_COLOR, linestyle=":", linewidth=1)
+        ax.text(0.01, min_quality, " quality gate", transform=mtransforms.blended_transform_factory(ax.transAxes, ax.transData),
+                va="bottom", fontsize=7, color=PEAK_COLOR)  # fmt: skip
+    ax.set_ylim(lo, hi)
+    ax.set_title("Quality score of the top spenders (1-10)", fontsize=10)
+    ax.set_ylabel("quality score", fontsize=8)
+    ax.tick_params(labelsize=7)
     _date_axis(ax)
+    ax.margins(x=0.02)
+    _label_line_ends(ax, ends, colors)
+    return ax
+
+
+def quality_breakdown(daily: pd.DataFrame, weights: dict[str, float] | None = None, date: Any = None) -> pd.DataFrame:
+    """Each advertiser's quality score split into the six factors' points on one day (default: the last).
+
+    ``QS = 1 + 9 x sum(w_i x f_i)``: the column of factor i holds ``9 x w_i x f_i``
+    (impression-weighted over the advertiser's campaigns), so a row sums to
+    ``quality_score - 1``.
+    """
+    weights = weights or _default_weights()
+    day = pd.Timestamp(date) if date is not None else _dates(daily["date"]).max()
+    d = daily[_dates(daily["date"]) == day]
+    w = d["impressions"].clip(lower=0).astype(float)
+    w = w.where(w > 0, 1.0)
+    cols = list(FACTOR_COLUMNS)
+    num = d[cols].mul(w, axis=0).groupby(d["advertiser"]).sum()
+    f = num.div(w.groupby(d["advertiser"]).sum(), axis=0)
+    out = pd.DataFrame({c: 9.0 * weights[c.removeprefix("qs_")] * f[c] for c in cols})
+    out["quality_score"] = 1.0 + out[cols].sum(axis=1)
+    return out
+
+
+def _default_weights() -> dict[str, float]:
+    from simulator.scenario import QualityWeights
+
+    return {k: float(v) for k, v in QualityWeights().model_dump().items()}
+
+
+def _weights_of(scenario: Any) -> dict[str, float] | None:
+    try:
+        return {k: float(v) for k, v in scenario.quality.weights.model_dump().items()}
+    except AttributeError:
+        return None
+
+
+def plot_quality_breakdown(daily: pd.DataFrame, weights: dict[str, float] | None = None, n: int = 6, ax: Axes | None = None,
+                           date: Any = None) -> Axes:  # fmt: skip
+    """Why each top spender has the score it has: stacked bars of the six factors' QS points.
+
+    Each bar starts at 1 (the floor) and adds ``9 x weight x factor`` per
+    factor; its end is the quality score on the last day of the run.
+    """
+    ax = _ax(ax)
+    names = top_advertisers(daily, n)
+    weights = weights or _default_weights()
+    b = quality_breakdown(daily, weights, date).reindex(names)
+    y = np.arange(len(names))[::-1]
+    left = np.ones(len(names))
+    palette = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1"]
+    for col, color in zip(FACTOR_COLUMNS, palette, strict=True):
+        vals = b[col].fillna(0).to_numpy()
+        ax.barh(y, vals, left=left, color=color, height=0.65,
+                label=f"{FACTOR_LABELS[col]} ({weights[col.removeprefix('qs_')]:.0%})")  # fmt: skip
+        left = left + vals
+    for yi, total in zip(y, b["quality_score"].to_numpy(), strict=True):
+        if np.isfinite(total):
+            ax.text(total + 0.08, yi, f"{total:.1f}", va="center", fontsize=8, fontweight="bold")
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlim(1, 10.6)
+    ax.set_xticks(range(1, 11))
+    ax.set_xlabel("quality score points (bar end = QS; weight of each factor in brackets)", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    day = pd.Timestamp(date) if date is not None else _dates(daily["date"]).max()
+    ax.set_title(f"What makes up the quality score ({day:%d %b %Y})", fontsize=10, pad=30)
+    ax.legend(fontsize=7, ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     return ax
 
 
@@ -103,96 +495,465 @@ def plot_factors(daily: pd.DataFrame, advertiser: str | None = None, ax: Axes | 
     """The six quality factors (0-1) over time of one advertiser (default: the top spender)."""
     ax = _ax(ax)
     name = advertiser or top_advertisers(daily, 1)[0]
-    d = daily[daily["advertiser"] == name].groupby("date")[list(FACTOR_COLUMNS)].mean()
-    for i, col in enumerate(FACTOR_COLUMNS):
-        ax.plot(d.index, d[col], color=f"C{i}", label=col.removeprefix("qs_"))
+    d = daily[daily["advertiser"] == name]
+    w = d["impressions"].clip(lower=0).astype(float)
+    w = w.where(w > 0, 1.0)
+    f = d[list(FACTOR_COLUMNS)].mul(w, axis=0).groupby(d["date"]).sum().div(w.groupby(d["date"]).sum(), axis=0)
+    x = _noon(f.index)
+    colors = {FACTOR_LABELS[c]: f"C{i}" for i, c in enumerate(FACTOR_COLUMNS)}
+    ends = {}
+    for col in FACTOR_COLUMNS:
+        lab = FACTOR_LABELS[col]
+        ax.plot(x, f[col], color=colors[lab], label=lab, linewidth=1.5)
+        if len(f):
+            ends[lab] = (x[-1], float(f[col].iloc[-1]))
     ax.set_ylim(0, 1)
-    ax.set_title(f"Quality factors of {name}")
-    ax.set_ylabel("factor (0-1)")
-    ax.legend(fontsize=7, loc="lower left", ncols=3)
+    ax.set_title(f"Quality factors of {name} (0-1)", fontsize=10)
+    ax.set_ylabel("factor score", fontsize=8)
+    ax.tick_params(labelsize=7)
     _date_axis(ax)
+    _label_line_ends(ax, ends, colors)
     return ax
 
 
-def plot_impression_share(daily: pd.DataFrame, n: int = 5, ax: Axes | None = None) -> Axes:
-    """Impression share (won / eligible auctions) of the top advertisers."""
+def plot_impression_share(daily: pd.DataFrame, n: int = 6, ax: Axes | None = None, events: pd.DataFrame | None = None) -> Axes:
+    """Impression share of the top spenders: impressions won / auctions their targeting admitted."""
     ax = _ax(ax)
-    g = daily.groupby(["advertiser", "date"])[["impressions", "eligible_auctions"]].sum().reset_index()
-    for i, name in enumerate(top_advertisers(daily, n)):
+    names = top_advertisers(daily, n)
+    colors = advertiser_colors(names)
+    if "eligible_auctions" in daily:
+        g = daily.groupby(["advertiser", "date"])[["impressions", "eligible_auctions"]].sum().reset_index()
+        g["share"] = g["impressions"] / np.maximum(g["eligible_auctions"], g["impressions"]).where(lambda s: s > 0)
+    else:  # a table without the extra column: impression-weighted mean of the campaigns' shares
+        g = daily.assign(_w=daily["impression_share"] * daily["impressions"]).groupby(["advertiser", "date"])[["_w", "impressions"]].sum().reset_index()
+        g["share"] = g["_w"] / g["impressions"].where(g["impressions"] > 0)
+    ends = {}
+    for name in names:
         d = g[g["advertiser"] == name]
-        ax.plot(d["date"], d["impressions"] / d["eligible_auctions"].replace(0, np.nan), color=f"C{i}", label=name)
+        x = _noon(d["date"])
+        ax.plot(x, d["share"], color=colors[name], label=name, linewidth=1.5)
+        if len(d):
+            ends[name] = (x[-1], float(d["share"].iloc[-1]))
+    if events is not None:
+        mark_events(ax, events, labels=False)
     ax.set_ylim(0, 1)
-    ax.set_title("Impression share")
-    ax.set_ylabel("share of eligible auctions")
-    ax.legend(fontsize=7, loc="upper left", ncols=2)
+    _percent_axis(ax)
+    ax.set_title("Impression share of the top spenders", fontsize=10)
+    ax.set_ylabel("impressions won / eligible auctions", fontsize=8)
+    ax.tick_params(labelsize=7)
     _date_axis(ax)
+    ax.margins(x=0.02)
+    _label_line_ends(ax, ends, colors)
     return ax
+
+
+HEATMAP_VALUES = {
+    "spend": ("Spend", "yuan per hour"),
+    "impressions": ("Impressions", "impressions per hour"),
+    "clicks": ("Clicks", "clicks per hour"),
+    "conversions": ("Conversions", "conversions per hour"),
+    "cpm": ("CPM", "yuan per 1,000 impressions"),
+    "cpc": ("CPC", "yuan per click"),
+}
+
+
+def hour_weekday_grid(hourly: pd.DataFrame, value: str = "spend") -> pd.DataFrame:
+    """Weekday (rows, Mon=0) x hour (columns) grid: mean per day of a count, or a price from sums."""
+    base = ["spend", "impressions", "clicks", "conversions"]
+    h = hourly.groupby(["date", "hour"])[[c for c in base if c in hourly]].sum().reset_index()
+    h["weekday"] = _dates(h["date"]).weekday
+    if value in ("cpm", "cpc"):
+        s = h.groupby(["weekday", "hour"])[["spend", "impressions", "clicks"]].sum()
+        v = s["spend"] * 1000 / s["impressions"].where(s["impressions"] > 0) if value == "cpm" else s["spend"] / s["clicks"].where(s["clicks"] > 0)
+        grid = v.unstack("hour")
+    else:
+        grid = h.pivot_table(index="weekday", columns="hour", values=value, aggfunc="mean")
+    return grid.reindex(index=range(7), columns=range(24))
 
 
 def plot_hour_heatmap(hourly: pd.DataFrame, value: str = "spend", ax: Axes | None = None) -> Axes:
-    """Mean spend (or another column) by hour of day x weekday."""
+    """Hour of day x weekday heat map of spend (mean per day, yuan) or a price (``cpm``, ``cpc``).
+
+    Weekdays the run did not cover are grey.
+    """
     ax = _ax(ax)
-    h = hourly.groupby(["date", "hour"])[value].sum().reset_index()
-    h["weekday"] = pd.to_datetime(h["date"]).dt.weekday
-    grid = h.pivot_table(index="weekday", columns="hour", values=value, aggfunc="mean").reindex(index=range(7), columns=range(24))
-    im = ax.imshow(grid.values, aspect="auto", cmap="viridis")
-    ax.set_yticks(range(7), WEEKDAYS)
-    ax.set_xticks(range(0, 24, 3))
-    ax.set_xlabel("hour of day")
-    ax.set_title(f"Mean {value} by hour x weekday" + (" (yuan)" if value == "spend" else ""))
-    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    grid = hour_weekday_grid(hourly, value)
+    cmap = matplotlib.colormaps["YlOrRd"].copy()
+    cmap.set_bad("#e8e8e8")
+    im = ax.imshow(np.ma.masked_invalid(grid.to_numpy(dtype=float)), aspect="auto", cmap=cmap, interpolation="nearest")
+    ax.set_yticks(range(7), WEEKDAYS, fontsize=8)
+    ax.set_xticks(range(0, 24, 2), [f"{h:02d}" for h in range(0, 24, 2)], fontsize=7)
+    ax.set_xlabel("hour of day", fontsize=8)
+    name, unit = HEATMAP_VALUES.get(value, (value, value))
+    what = f"{name} by hour and weekday" + (" (mean per day)" if value not in ("cpm", "cpc") else "")
+    ax.set_title(what, fontsize=10)
+    cb = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    cb.set_label(unit, fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+    cb.ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if abs(v) >= 10 else f"{v:,.2f}"))
     return ax
+
+
+def kpi_rows(daily: pd.DataFrame, n: int = 8) -> pd.DataFrame:
+    """The report's KPI table: the top spenders and the whole market, one row each."""
+    from simulator.results import kpi_table
+
+    k = kpi_table(daily)
+    budget = daily.groupby("advertiser")["daily_budget"].sum()
+    k["budget_used"] = k["spend"] / budget.reindex(k.index).where(lambda s: s > 0)
+    if "eligible_auctions" in daily:
+        el = daily.groupby("advertiser")[["impressions", "eligible_auctions"]].sum()
+        k["impression_share"] = el["impressions"] / np.maximum(el["eligible_auctions"], el["impressions"]).where(lambda s: s > 0)
+    top = k.loc[[a for a in top_advertisers(daily, n) if a in k.index]]
+    tot = daily[["impressions", "clicks", "conversions", "spend", "order_value"]].sum()
+    imps = float(tot["impressions"])
+    market = {
+        "impressions": imps,
+        "clicks": tot["clicks"],
+        "conversions": tot["conversions"],
+        "spend": tot["spend"],
+        "order_value": tot["order_value"],
+        "quality_score": float(np.nansum(daily["quality_score"] * daily["impressions"]) / imps) if imps else np.nan,
+        "ctr": _div(tot["clicks"], imps),
+        "cpm": _div(tot["spend"] * 1000, imps),
+        "cpc": _div(tot["spend"], tot["clicks"]),
+        "cpa": _div(tot["spend"], tot["conversions"]),
+        "roas": _div(tot["order_value"], tot["spend"]),
+        "budget_used": _div(tot["spend"], daily["daily_budget"].sum()),
+    }
+    if "eligible_auctions" in daily:
+        market["impression_share"] = np.nan  # auctions overlap across advertisers: no market share
+    rows = pd.concat([top, pd.DataFrame([market], index=[f"market ({k.shape[0]} advertisers)"])])
+    return rows
+
+
+def _fmt(v: Any, kind: str) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "-"
+    if kind == "int":
+        return f"{int(v):,}"
+    if kind == "pct":
+        return f"{v:.1%}"
+    if kind == "pct2":
+        return f"{v:.2%}"
+    return f"{v:,.{int(kind)}f}"
 
 
 def plot_kpi_table(daily: pd.DataFrame, n: int = 8, ax: Axes | None = None) -> Axes:
-    """The KPI table of the top advertisers as a figure panel."""
-    from simulator.results import kpi_table
-
-    ax = _ax(ax)
-    k = kpi_table(daily).head(n)
-    cells = [
-        [name, f"{r.spend:,.0f}", f"{int(r.impressions):,}", f"{r.ctr:.2%}", f"{r.cpc:.2f}", f"{r.cpa:.1f}", f"{r.roas:.2f}", f"{r.quality_score:.1f}"]
-        for name, r in k.iterrows()
+    """The KPI table of the top spenders and the market as a figure panel (money in yuan)."""
+    ax = _ax(ax, figsize=(12, 3))
+    k = kpi_rows(daily, n)
+    spec = [
+        ("spend", "spend (yuan)", "0"),
+        ("budget_used", "budget used", "pct"),
+        ("impressions", "impressions", "int"),
+        ("ctr", "CTR", "pct2"),
+        ("cpm", "CPM (yuan)", "2"),
+        ("cpc", "CPC (yuan)", "2"),
+        ("conversions", "conversions", "int"),
+        ("cpa", "CPA (yuan)", "1"),
+        ("roas", "ROAS", "2"),
+        ("quality_score", "QS (1-10)", "1"),
     ]
+    if "impression_share" in k:
+        spec.append(("impression_share", "impr. share", "pct"))
+    cells = [[str(name)] + [_fmt(r.get(col), kind) for col, _, kind in spec] for name, r in k.iterrows()]
     ax.axis("off")
-    table = ax.table(
-        cellText=cells,
-        colLabels=["advertiser", "spend (yuan)", "impr.", "CTR", "CPC", "CPA", "ROAS", "QS"],
-        loc="center",
-        cellLoc="right",
-    )
+    table = ax.table(cellText=cells, colLabels=["advertiser"] + [lab for _, lab, _ in spec], loc="upper center",
+                     cellLoc="right", colLoc="right", bbox=(0, 0, 1, 1))  # fmt: skip
     table.auto_set_font_size(False)
-    table.set_fontsize(7)
-    table.scale(1, 1.2)
-    ax.set_title("KPIs over the run (top spenders)")
+    table.set_fontsize(8.5)
+    widths = [0.16] + [0.84 / len(spec)] * len(spec)
+    for (row, col), cell in table.get_celld().items():
+        cell.set_width(widths[col])
+        cell.set_edgecolor("#dddddd")
+        if col == 0:
+            cell._loc = "left"  # names read left-aligned
+            cell.set_text_props(ha="left")
+        if row == 0:
+            cell.set_facecolor("#40466e")
+            cell.set_text_props(color="white", fontweight="bold")
+        elif row == len(cells):
+            cell.set_facecolor("#fdebd0")
+            cell.set_text_props(fontweight="bold")
+        elif row % 2 == 0:
+            cell.set_facecolor("#f5f5f5")
+    ax.set_title("KPIs over the whole run: top spenders and the market", fontsize=10)
     return ax
 
 
-def report_figure(tables: dict[str, pd.DataFrame], title: str = "", scenario: Any = None) -> Figure:
-    """The run report: six panels a marketer reads at a glance."""
+def _subtitle(tables: dict[str, pd.DataFrame]) -> str:
     daily = tables["advertiser_daily"]
-    fig, axes = plt.subplots(4, 2, figsize=(14, 17), layout="constrained")
-    fig.suptitle(title or "Run report", fontsize=14)
+    market = tables.get("market_daily")
+    dates = _dates(daily["date"])
+    spend = float(daily["spend"].sum())
+    parts = [f"{dates.min():%d %b %Y} to {dates.max():%d %b %Y} ({dates.nunique()} days)", f"spend {spend:,.0f} yuan"]
+    if market is not None and not market.empty:
+        parts.append(f"{int(market['sessions'].sum()):,} sessions")
+        parts.append(f"fill rate {market['filled_slots'].sum() / max(1, market['ad_slots'].sum()):.0%}")
+    parts.append(f"{daily['advertiser'].nunique()} advertisers")
+    seasons = season_days(tables.get("events"))
+    if not seasons.empty:
+        names = sorted({p.split(":")[0] for lst in seasons["phases"] for p in lst})
+        parts.append("season: " + ", ".join(names))
+    return "   |   ".join(parts)
+
+
+def report_figure(tables: dict[str, pd.DataFrame], title: str = "", scenario: Any = None, n: int = 6) -> Figure:
+    """The run report: the panels a marketer reads at a glance, on one page.
+
+    Rows: spend vs budget (top spenders) | market prices with season phases;
+    quality scores over time | what makes up each quality score; impression
+    share | hour x weekday spend; the KPI table.  Each panel is a subfigure
+    with its own heading.
+    """
+    daily = tables["advertiser_daily"]
+    fig = Figure(figsize=(16, 21), layout="constrained")
+    fig.suptitle(f"{title or 'Run report'}", fontsize=16, fontweight="bold")
     if daily.empty or daily["impressions"].sum() == 0:
-        for ax in axes.flat:
-            ax.axis("off")
-        axes[0, 0].text(0.5, 0.5, "no impressions were served", ha="center")
+        ax = fig.add_subplot()
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no impressions were served", ha="center", fontsize=14)
         return fig
-    plot_spend_vs_budget(daily, ax=axes[0, 0])
-    plot_prices(daily, tables.get("market_daily"), tables.get("events"), ax=axes[0, 1])
-    plot_quality(daily, ax=axes[1, 0])
-    plot_factors(daily, ax=axes[1, 1])
-    plot_impression_share(daily, ax=axes[2, 0])
-    plot_hour_heatmap(tables["advertiser_hourly"], ax=axes[2, 1])
-    gs = axes[3, 0].get_gridspec()
-    axes[3, 0].remove()
-    axes[3, 1].remove()
-    plot_kpi_table(daily, ax=fig.add_subplot(gs[3, :]))
+    fig.supxlabel(_subtitle(tables), fontsize=9, color="#444444")
+    rows = fig.subfigures(4, 1, height_ratios=[1.3, 1.0, 0.9, 0.62], hspace=0.02)
+    top, middle, bottom = (r.subfigures(1, 2, wspace=0.03) for r in rows[:3])
+    events = tables.get("events")
+    min_quality = getattr(getattr(scenario, "auction", None), "min_quality", None)
+    heads = {
+        "spend": "Daily spend (bars) vs daily budget (dashed), yuan, top spenders",
+        "prices": "Market prices per day, yuan (CPM, CPC, CPA), season phases shaded",
+    }
+    top[0].suptitle(heads["spend"], fontsize=11, fontweight="bold")
+    plot_spend_vs_budget(daily, n=n, ax=top[0].add_subplot())
+    top[1].suptitle(heads["prices"], fontsize=11, fontweight="bold")
+    plot_prices(daily, events, ax=top[1].add_subplot())
+    plot_quality(daily, n=n, ax=middle[0].add_subplot(), min_quality=min_quality)
+    plot_quality_breakdown(daily, _weights_of(scenario), n=n, ax=middle[1].add_subplot())
+    plot_impression_share(daily, n=n, ax=bottom[0].add_subplot(), events=events)
+    plot_hour_heatmap(tables["advertiser_hourly"], ax=bottom[1].add_subplot())
+    plot_kpi_table(daily, n=8, ax=rows[3].add_subplot())
     return fig
 
 
 def save_report(tables: dict[str, pd.DataFrame], path: str | Path, title: str = "", scenario: Any = None) -> Path:
+    """Draw ``report_figure`` and write it as a PNG (80 dpi: about 1280 x 1680 pixels)."""
     fig = report_figure(tables, title=title, scenario=scenario)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    fig.savefig(path, dpi=80, format="png")
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- batches
+
+#: KPI columns a batch summary may carry (one row per run).
+BATCH_KPIS = ("spend", "revenue", "impressions", "ctr", "cpm", "cpc", "cpa", "roas", "fill_rate", "avg_quality_score")
+#: Columns of a batch summary that identify a run or describe it, never a KPI or sweep value.
+ID_COLUMNS = {
+    "scenario", "sweep", "replicate", "seed", "root_seed", "run", "run_dir", "path", "status", "error", "reused",
+    "wall_s", "name", "days", "sessions", "elapsed_s",
+}  # fmt: skip
+
+
+def sweep_columns(summary: pd.DataFrame) -> list[str]:
+    """The swept knobs of a batch summary: its ``sweep.<path>`` columns that vary between runs.
+
+    A summary without such columns (e.g. one built by hand) is read by elimination:
+    numeric columns that vary and are neither a KPI nor an id.
+    """
+    named = [c for c in summary.columns if str(c).startswith("sweep.")]
+    if named:
+        return [c for c in named if summary[c].nunique(dropna=True) > 1]
+    known = set(BATCH_KPIS) | ID_COLUMNS | {"clicks", "conversions", "order_value", "engagements", "sessions_per_second"}
+    return [
+        c
+        for c in summary.columns
+        if c not in known and not str(c).startswith("_") and pd.api.types.is_numeric_dtype(summary[c]) and summary[c].nunique(dropna=True) > 1
+    ]
+
+
+def kpi_bands(summary: pd.DataFrame, kpi: str, by: str | Sequence[str] = "scenario",
+              quantiles: tuple[float, float, float] = (0.05, 0.5, 0.95)) -> pd.DataFrame:  # fmt: skip
+    """The 5 %, 50 % and 95 % quantiles of ``kpi`` across the runs (replicates) of each group.
+
+    Returns one row per group with columns ``q05``, ``q50``, ``q95``, ``mean`` and
+    ``n`` (runs).  With few replicates the outer quantiles are interpolated
+    between the extreme runs, so read them as a range, not as a tail estimate.
+    """
+    keys = [by] if isinstance(by, str) else list(by)
+    g = summary.groupby(keys, sort=True)[kpi]
+    lo, mid, hi = quantiles
+    out = pd.DataFrame(
+        {
+            f"q{round(lo * 100):02d}": g.quantile(lo),
+            f"q{round(mid * 100):02d}": g.quantile(mid),
+            f"q{round(hi * 100):02d}": g.quantile(hi),
+            "mean": g.mean(),
+            "n": g.count(),
+        }
+    )
+    return out
+
+
+def _kpi_axis(ax: Axes, kpi: str, axis: str = "y") -> None:
+    label = KPI_LABELS.get(kpi, kpi)
+    (ax.set_ylabel if axis == "y" else ax.set_xlabel)(label, fontsize=8)
+    if kpi in PERCENT_KPIS:
+        (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(mticker.PercentFormatter(1.0, decimals=1))
+
+
+def plot_replicate_bands(summary: pd.DataFrame, kpi: str = "cpm", by: str = "scenario", ax: Axes | None = None) -> Axes:
+    """One KPI across replicates, per scenario (or any ``by`` column): 5-95 % band, median, each run.
+
+    Each group is one row: a thick bar from the 5 % to the 95 % quantile of the
+    runs, a white tick at the median, and a dot per run.
+    """
+    ax = _ax(ax)
+    bands = kpi_bands(summary, kpi, by)
+    groups = list(bands.index)
+    y = np.arange(len(groups))[::-1]
+    for yi, (group, r) in zip(y, bands.iterrows(), strict=True):
+        color = "C0"
+        ax.plot([r["q05"], r["q95"]], [yi, yi], color=color, linewidth=9, alpha=0.35, solid_capstyle="butt",
+                label="5-95 % of runs" if yi == y[0] else "_")  # fmt: skip
+        ax.plot([r["q50"]], [yi], marker="|", markersize=16, markeredgewidth=2.5, color=color,
+                label="median" if yi == y[0] else "_")  # fmt: skip
+        vals = summary.loc[summary[by] == group, kpi].to_numpy(dtype=float)
+        jitter = np.linspace(-0.18, 0.18, len(vals)) if len(vals) > 1 else np.zeros(1)
+        ax.scatter(vals, yi + jitter, s=10, color="black", zorder=3, label="one run" if yi == y[0] else "_")
+    ax.set_yticks(y, [f"{g}\n(n={int(bands.loc[g, 'n'])})" for g in groups], fontsize=8)
+    ax.set_ylim(-0.7, len(groups) - 0.3)
+    _kpi_axis(ax, kpi, axis="x")
+    ax.set_title(f"{KPI_LABELS.get(kpi, kpi)} across replicates", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(axis="x", alpha=0.3)
+    return ax
+
+
+def plot_sweep(summary: pd.DataFrame, x: str, kpi: str = "cpm", by: str | None = None, ax: Axes | None = None) -> Axes:
+    """A KPI against a swept value: the median line and the 5-95 % band across replicates, dots per run.
+
+    ``by`` draws one line (and band) per value of that column, e.g. per scenario.
+    """
+    ax = _ax(ax)
+    groups = [(None, summary)] if by is None else list(summary.groupby(by, sort=True))
+    for i, (name, sub) in enumerate(groups):
+        color = f"C{i}"
+        b = kpi_bands(sub, kpi, x)
+        xs = b.index.to_numpy()
+        label = "median" if name is None else f"{by}={name}"
+        ax.fill_between(xs, b["q05"], b["q95"], color=color, alpha=0.2, linewidth=0,
+                        label="5-95 % of runs" if i == 0 else "_")  # fmt: skip
+        ax.plot(xs, b["q50"], color=color, marker="o", linewidth=1.8, label=label)
+        ax.scatter(sub[x], sub[kpi], s=8, color=color, alpha=0.6, zorder=3)
+    ax.set_xlabel(x, fontsize=8)
+    _kpi_axis(ax, kpi)
+    ax.set_title(f"{KPI_LABELS.get(kpi, kpi)} vs {x}", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_paired(summary: pd.DataFrame, kpi: str, a: Any, b: Any, by: str = "scenario", pair: str = "seed",
+                ax: Axes | None = None) -> Axes:  # fmt: skip
+    """Paired comparison: one line per seed from its ``kpi`` under ``a`` to under ``b``.
+
+    With common random numbers (same seeds in both arms) the slope of each
+    line is the effect net of the seed's luck; the title gives the median
+    paired difference and how many seeds moved the same way.
+    """
+    ax = _ax(ax, figsize=(4.5, 4))
+    wide = summary[summary[by].isin([a, b])].pivot_table(index=pair, columns=by, values=kpi, aggfunc="mean").dropna()
+    if a not in wide or b not in wide:
+        raise ValueError(f"no paired runs: need rows with {by} = {a!r} and {b!r} sharing a {pair}")
+    diff = wide[b] - wide[a]
+    for _, r in wide.iterrows():
+        up = r[b] >= r[a]
+        ax.plot([0, 1], [r[a], r[b]], color="C2" if up else "C3", marker="o", markersize=4, alpha=0.7)
+    ax.plot([0, 1], [wide[a].median(), wide[b].median()], color="black", linewidth=3, label="median")
+    ax.set_xticks([0, 1], [str(a), str(b)], fontsize=8)
+    ax.set_xlim(-0.3, 1.3)
+    _kpi_axis(ax, kpi)
+    n_up = int((diff > 0).sum())
+    med = float(diff.median())
+    rel = med / float(wide[a].median()) if wide[a].median() else np.nan
+    ax.set_title(f"{kpi}: median paired change {med:+,.3g} ({rel:+.1%}), up in {n_up} of {len(diff)} seeds", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    return ax
+
+
+def daily_bands(daily: pd.DataFrame, kpi: str = "cpm", run: str | Sequence[str] = "seed",
+                quantiles: tuple[float, float, float] = (0.05, 0.5, 0.95)) -> pd.DataFrame:  # fmt: skip
+    """Per day, the 5/50/95 % quantiles across runs of a market KPI computed from each run's campaign rows."""
+    keys = [run] if isinstance(run, str) else list(run)
+    per_run = []
+    for key, sub in daily.groupby(keys, sort=True):
+        m = market_daily_kpis(sub)
+        m["_run"] = [key] * len(m)
+        per_run.append(m)
+    long = pd.concat(per_run)
+    g = long.groupby(level=0)[kpi]
+    lo, mid, hi = quantiles
+    return pd.DataFrame({"q05": g.quantile(lo), "q50": g.quantile(mid), "q95": g.quantile(hi), "n": g.count()})
+
+
+def plot_daily_bands(daily: pd.DataFrame, kpi: str = "cpm", run: str | Sequence[str] = "seed", events: pd.DataFrame | None = None,
+                     ax: Axes | None = None, label: str | None = None, color: str = "C0") -> Axes:  # fmt: skip
+    """A market KPI over time across replicates: the median line in a 5-95 % band.
+
+    ``daily`` is the ``advertiser_daily`` table of many runs stacked (e.g. a
+    batch folder read with pandas or DuckDB), with a ``run`` column telling the
+    runs apart.
+    """
+    ax = _ax(ax)
+    b = daily_bands(daily, kpi, run)
+    x = _noon(b.index)
+    n_runs = int(b["n"].max()) if len(b) else 0
+    ax.fill_between(x, b["q05"], b["q95"], color=color, alpha=0.25, linewidth=0, label=f"5-95 % of {n_runs} runs")
+    ax.plot(x, b["q50"], color=color, linewidth=1.8, label=label or "median")
+    if events is not None:
+        mark_events(ax, events)
+    _kpi_axis(ax, kpi)
+    ax.set_title(f"{KPI_LABELS.get(kpi, kpi)} per day across replicates", fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.tick_params(labelsize=7)
+    _date_axis(ax)
+    return ax
+
+
+def batch_report_figure(summary: pd.DataFrame, kpis: Sequence[str] = ("cpm", "cpc", "cpa", "ctr", "roas", "spend"),
+                        title: str = "Batch report", by: str = "scenario") -> Figure:  # fmt: skip
+    """The batch report: each KPI across replicates (5-50-95 % per scenario), or against the sweep.
+
+    Without a sweep: one replicate-band panel per KPI (a row per scenario).
+    With a sweep: one panel per KPI against the first swept column (a line per
+    value of the second swept column, or per scenario).  Failed runs are left out.
+    """
+    if "status" in summary:
+        summary = summary[summary["status"].fillna("complete") == "complete"]
+    kpis = [k for k in kpis if k in summary and summary[k].notna().any()]
+    sweeps = sweep_columns(summary)
+    ncols = min(3, max(1, len(kpis)))
+    nrows = max(1, int(np.ceil(len(kpis) / ncols)))
+    fig = Figure(figsize=(5.4 * ncols, 3.8 * nrows + 0.7), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    flat = list(axes.flat)
+    hue = sweeps[1] if len(sweeps) > 1 else (by if by in summary and summary[by].nunique() > 1 else None)
+    for ax, k in zip(flat, kpis, strict=False):
+        if sweeps:
+            plot_sweep(summary, sweeps[0], k, by=hue, ax=ax)
+        else:
+            plot_replicate_bands(summary, k, by=by if by in summary else summary.columns[0], ax=ax)
+    for ax in flat[len(kpis):]:
+        ax.axis("off")
+    if not kpis:
+        flat[0].text(0.5, 0.5, "no finished runs with KPIs", ha="center", transform=flat[0].transAxes)
+    n_seeds = summary.groupby([c for c in (by, *sweeps) if c in summary]).size().max() if len(summary) and by in summary else len(summary)
+    what = f"{len(summary)} runs, up to {n_seeds} replicates each" + (f", swept: {', '.join(sweeps)}" if sweeps else "")
+    fig.suptitle(f"{title}: {what}", fontsize=13)
+    return fig
+
+
+def save_batch_report(summary: pd.DataFrame, path: str | Path, title: str = "Batch report") -> Path:
+    fig = batch_report_figure(summary, title=title)
+    fig.savefig(path, dpi=80, format="png")
     return Path(path)
