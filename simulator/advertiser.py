@@ -102,6 +102,7 @@ class Advertiser(mesa.Agent):
                 spent=float(book.spent_today[c]) / MICRO,
                 hour_spend=m.ledger.hourly_spend_micro[:, c] / MICRO,
                 traffic_share=shares,
+                exhausted=bool(book.camp_exhausted[c]),
             )
             book.camp_pace_mult[c], book.camp_throttle[c] = self.pacers[c].update(state)
 

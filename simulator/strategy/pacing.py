@@ -31,6 +31,7 @@ class PaceState:
     spent: float  # spent so far today
     hour_spend: np.ndarray  # (24,) spent in each hour so far today
     traffic_share: np.ndarray  # (24,) expected share of today's traffic in each hour (sums to 1)
+    exhausted: bool = False  # the campaign left today's auctions (budget spent)
 
     def remaining_share(self) -> float:
         return float(self.traffic_share[self.hour :].sum())
@@ -103,11 +104,15 @@ class AdaptivePacer(Pacer):
         self._target_prev: float | None = None
 
     def update(self, s: PaceState) -> tuple[float, float]:
-        if s.hour > 0 and self._target_prev is not None and self._target_prev > 0:
+        if s.hour == 0:
+            self._target_prev = None  # a new day: yesterday's last hour says nothing of today's plan
+        elif self._target_prev is not None and self._target_prev > 0:
             error = (float(s.hour_spend[s.hour - 1]) - self._target_prev) / self._target_prev
             error = float(np.clip(error, -1.0, 2.0))
             self.mu = float(np.clip(self.mu + self.params.step * error * (1.0 + self.mu), 0.0, 1.0 / BID_BOUNDS[0] - 1.0))
-        self._target_prev = s.hourly_target()
+        # Once the budget is gone there is no plan to follow: hold the multiplier (do not learn
+        # "under-spending" from hours in which the campaign could not bid at all).
+        self._target_prev = None if s.exhausted else s.hourly_target()
         self.multiplier = 1.0 / (1.0 + self.mu)
         return self.multiplier, 1.0
 
@@ -135,6 +140,8 @@ class PidPacer(Pacer):
             self.prev_error = 0.0
         plan = s.budget * float(s.traffic_share[: s.hour].sum())
         e = (plan - s.spent) / s.budget if s.budget > 0 else 0.0
+        # (Exhausted hours still count: spent = budget is truly ahead of the plan, and the
+        # cumulative error carries that into tomorrow's starting bias.)
         self.integral += e
         p = self.params
         u = self.bias + p.kp * e + p.ki * self.integral + p.kd * (e - self.prev_error)

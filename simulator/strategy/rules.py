@@ -48,9 +48,20 @@ class CampaignPlan:
     notes: list[tuple[str, str]] = field(default_factory=list)  # (event kind, detail)
 
     def clip(self) -> None:
-        self.multiplier = float(np.clip(self.multiplier, *BOUNDS))
-        self.hour_multiplier = np.clip(self.hour_multiplier, BOUNDS[0] / self.multiplier, BOUNDS[1] / self.multiplier)
-        self.device_multiplier = np.clip(self.device_multiplier, *BOUNDS)
+        """Hold every combination of the rules' multipliers (day x hour x device) within ``BOUNDS``."""
+        lo, hi = BOUNDS
+        self.multiplier = float(np.clip(self.multiplier, lo, hi))
+        self.hour_multiplier = np.clip(self.hour_multiplier, lo / self.multiplier, hi / self.multiplier)
+        day_hour = self.multiplier * self.hour_multiplier
+        dev_lo, dev_hi = lo / float(day_hour.min()), hi / float(day_hour.max())
+        if dev_lo <= dev_hi:
+            self.device_multiplier = np.clip(self.device_multiplier, dev_lo, dev_hi)
+        else:  # the hours already span the whole range: devices cannot move it further
+            self.device_multiplier = np.ones(2)
+
+    def combined(self, hour: int, device: int) -> float:
+        """The rules' product for one hour and device (0 Android, 1 iOS)."""
+        return self.multiplier * float(self.hour_multiplier[hour]) * float(self.device_multiplier[device])
 
 
 class BidRule:
@@ -115,33 +126,97 @@ class Seasonal(BidRule):
         plan.notes.append(("seasonal", f"{s.event or 'dates'}: bids x{bid:.2f}, budget x{budget:.2f}"))
 
 
-class TargetCpa(BidRule):
-    """Lower bids while yesterday's CPA is above target, raise them while well below."""
+class _CostTarget(BidRule):
+    """Shared loop of ``target_cpa`` and ``target_roas``: steer the bid toward a cost target.
+
+    Keeps exponentially weighted sums of spend and results (``memory`` of the
+    day before carried each day), so the estimate pools several days of a
+    noisy daily count.  Moves only when the estimate is off target by more
+    than its sampling noise (relative sd ~ 1 / sqrt(results), at least
+    ``tolerance``), by ``(target / estimate)`` bounded to ``1 +- step``: a
+    proportional step that settles rather than a bang-bang one that
+    oscillates around the target.
+    """
+
+    memory = 0.6
+
+    def __init__(self, spec: Any):
+        super().__init__(spec)
+        self.sums: dict[int, tuple[float, float]] = {}  # campaign -> (weighted spend, weighted results)
+
+    def _results(self, y: dict[str, float]) -> float:
+        raise NotImplementedError
+
+    def _noise_count(self, c: int, y: dict[str, float]) -> float:
+        """The pooled count whose Poisson noise sets the dead band (default: the results)."""
+        return self.sums[c][1]
+
+    def _ratio(self, spend: float, results: float) -> float:
+        """Estimated cost / target (> 1: too expensive, lower bids)."""
+        raise NotImplementedError
 
     def plan(self, c: int, ctx: RuleContext, plan: CampaignPlan) -> None:
-        y, t, step = ctx.yesterday, self.spec.target, self.spec.step
+        y = ctx.yesterday
         m = self.state.get(c, 1.0)
         if ctx.day > 0 and y.get("spend", 0.0) > 0:
-            conv = y.get("conversions", 0.0)
-            cpa = y["spend"] / conv if conv > 0 else math.inf
-            if cpa > t * 1.05 and (conv > 0 or y["spend"] > 2 * t):
-                m = self._step(c, 1 - step, f"CPA {cpa:.1f} > target {t:.1f}", plan)
-            elif conv > 0 and cpa < t * 0.9:
-                m = self._step(c, 1 + step, f"CPA {cpa:.1f} < target {t:.1f}", plan)
+            spend, results = self.sums.get(c, (0.0, 0.0))
+            spend = self.memory * spend + y["spend"]
+            results = self.memory * results + self._results(y)
+            self.sums[c] = (spend, results)
+            ratio = self._ratio(spend, results)
+            count = self._noise_count(c, y)
+            noise = max(self.spec.tolerance, 1.0 / math.sqrt(max(count, 1.0)))
+            if abs(math.log(ratio)) > noise:
+                factor = float(np.clip(1.0 / ratio, 1.0 - self.spec.step, 1.0 + self.spec.step))
+                m = self._step(c, factor, self._why(spend, results), plan)
         plan.multiplier *= m
 
+    def _why(self, spend: float, results: float) -> str:
+        raise NotImplementedError
 
-class TargetRoas(BidRule):
-    def plan(self, c: int, ctx: RuleContext, plan: CampaignPlan) -> None:
-        y, t, step = ctx.yesterday, self.spec.target, self.spec.step
-        m = self.state.get(c, 1.0)
-        if ctx.day > 0 and y.get("spend", 0.0) > 0:
-            roas = y.get("order_value", 0.0) / y["spend"]
-            if roas < t * 0.95:
-                m = self._step(c, 1 - step, f"ROAS {roas:.2f} < target {t:.2f}", plan)
-            elif roas > t * 1.1:
-                m = self._step(c, 1 + step, f"ROAS {roas:.2f} > target {t:.2f}", plan)
-        plan.multiplier *= m
+
+class TargetCpa(_CostTarget):
+    """Lower bids while the (recent, pooled) CPA is above target, raise them while below."""
+
+    def _results(self, y: dict[str, float]) -> float:
+        return y.get("conversions", 0.0)
+
+    def _ratio(self, spend: float, results: float) -> float:
+        if results <= 0:
+            # No conversion yet: only a spend of several targets is evidence of a too-high CPA.
+            return max(1.0, spend / (2.0 * self.spec.target))
+        return (spend / results) / self.spec.target
+
+    def _why(self, spend: float, results: float) -> str:
+        cpa = spend / results if results > 0 else math.inf
+        return f"CPA {cpa:.1f} vs target {self.spec.target:.1f}"
+
+
+class TargetRoas(_CostTarget):
+    """Raise bids while ROAS (order value per yuan) is above target, lower them while below.
+
+    Order value is a sum over conversions, so its noise is that of the
+    conversion count: the pooled conversions set the band.
+    """
+
+    def __init__(self, spec: Any):
+        super().__init__(spec)
+        self.conversions: dict[int, float] = {}
+
+    def _results(self, y: dict[str, float]) -> float:
+        return y.get("order_value", 0.0)
+
+    def _ratio(self, spend: float, results: float) -> float:
+        roas = results / spend
+        return self.spec.target / max(roas, self.spec.target / 10.0)
+
+    def _noise_count(self, c: int, y: dict[str, float]) -> float:
+        conv = self.memory * self.conversions.get(c, 0.0) + y.get("conversions", 0.0)
+        self.conversions[c] = conv
+        return conv
+
+    def _why(self, spend: float, results: float) -> str:
+        return f"ROAS {results / spend:.2f} vs target {self.spec.target:.2f}"
 
 
 class ImpressionShare(BidRule):

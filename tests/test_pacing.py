@@ -1,0 +1,149 @@
+"""Pacing controllers on a market where the right behaviour is known.
+
+The focal campaign bids CPM against six CPC competitors with unlimited
+budgets (each targeting two interests), so its win rate falls smoothly as it
+shades its bid.  Its daily budget is a tenth of what it would spend unpaced
+(measured by a first run with an unlimited budget).  Right behaviour: ``asap``
+spends everything in the early hours, long before the evening peak; ``even``,
+``adaptive`` and ``pid`` still spend in the last hours; all spend at least 90 %
+of the budget; ``adaptive`` settles on a steady bid multiplier.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from simulator import Market
+from simulator.strategy.pacing import AdaptivePacer, EvenPacer, PaceState, PidPacer
+from simulator.scenario import PacingParams
+from tests.conftest import make_scenario
+
+CATS = ["fashion", "food", "travel", "beauty", "home", "tech"]
+COMPETITOR_BIDS = [0.8, 1.2, 1.8, 2.6, 3.6, 5.0]
+EVENING_PEAK = 19  # the default hour curve peaks 20:00-23:00
+
+
+def paced_market(pacing: str, daily: float, days: int, params: dict[str, Any] | None = None) -> Market:
+    strategy: dict[str, Any] = {"pacing": pacing}
+    if params:
+        strategy["pacing_params"] = params
+    advertisers: list[dict[str, Any]] = [
+        {
+            "name": "focal",
+            "category": "beauty",
+            "strategy": strategy,
+            "campaigns": [{"name": "c", "bid": {"type": "CPM", "amount": 60.0}, "budget": {"daily": daily}}],
+        }
+    ]
+    for i, bid in enumerate(COMPETITOR_BIDS):
+        advertisers.append(
+            {
+                "name": f"comp{i}",
+                "category": CATS[i],
+                "campaigns": [
+                    {
+                        "name": "c",
+                        "bid": {"type": "CPC", "amount": bid},
+                        "budget": {"daily": 1e6},
+                        "targeting": {"interests": [CATS[i], CATS[(i + 1) % 6]]},
+                    }
+                ],
+            }
+        )
+    scenario = make_scenario(
+        {"advertisers": advertisers, "days": days, "quality.dynamic": False, "auction.reserve_ecpm": 2.0}
+    )
+    return Market(scenario)
+
+
+def focal_hourly(market: Market) -> np.ndarray:
+    """Focal spend, shape (days, 24), yuan."""
+    h = market.tables()["advertiser_hourly"]
+    h = h[h["advertiser"] == "focal"].sort_values(["date", "hour"])
+    return h["spend"].to_numpy().reshape(-1, 24)
+
+
+@pytest.fixture(scope="module")
+def budget() -> float:
+    """A tenth of what the focal campaign spends in a day with no budget limit."""
+    m = paced_market("asap", 1e6, days=1)
+    m.run()
+    demand = focal_hourly(m).sum()
+    assert demand > 100.0  # enough volume for the shares below to mean something
+    return demand / 10.0
+
+
+def hour_reaching(spend: np.ndarray, share: float, budget: float) -> int:
+    """First hour by whose end cumulative spend reached ``share`` of the budget (24 if never)."""
+    cum = np.cumsum(spend) / budget
+    return int(np.argmax(cum >= share)) if cum[-1] >= share else 24
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pacing", ["asap", "even", "adaptive", "pid"])
+def test_pacing_on_a_tenth_of_demand(pacing: str, budget: float) -> None:
+    days = 3
+    m = paced_market(pacing, budget, days)
+    end_multipliers = []
+    for _ in range(days):
+        m.step()
+        end_multipliers.append(float(m.book.camp_pace_mult[0]))
+    spend = focal_hourly(m)
+    for day in range(1, days):  # day 0 is the controllers' warm-up
+        s = spend[day]
+        assert s.sum() >= 0.9 * budget, f"{pacing} day {day}: spent {s.sum():.2f} of {budget:.2f}"
+        assert s.sum() <= budget + 1e-6
+        h90 = hour_reaching(s, 0.9, budget)
+        if pacing == "asap":
+            assert h90 < EVENING_PEAK, f"asap spent 90 % only at {h90}:00"
+            assert s[EVENING_PEAK:].sum() == 0.0
+        else:
+            # Still spending in the last three hours, and in proportion to their traffic (about 18 % of a day).
+            assert s[21:].sum() >= 0.08 * budget, f"{pacing} day {day}: last hours {s[21:].sum():.2f}"
+            assert h90 >= 20, f"{pacing} reached 90 % at {h90}:00"
+    if pacing == "adaptive":
+        steady = np.array(end_multipliers[1:])
+        assert steady.max() < 0.7  # it shades: a tenth of demand needs a much lower bid
+        assert steady.max() / steady.min() < 1.15, f"multiplier not steady: {end_multipliers}"
+
+
+def _state(hour: int, budget: float, spent: float, hour_spend: np.ndarray, exhausted: bool = False) -> PaceState:
+    share = np.full(24, 1 / 24)
+    return PaceState(hour=hour, budget=budget, spent=spent, hour_spend=hour_spend, traffic_share=share, exhausted=exhausted)
+
+
+def test_adaptive_shades_when_over_plan_and_holds_once_exhausted() -> None:
+    pacer = AdaptivePacer(PacingParams(step=0.2))
+    spend = np.zeros(24)
+    pacer.update(_state(0, 240.0, 0.0, spend))
+    spend[0] = 30.0  # three times the plan of 10 per hour
+    m1, _ = pacer.update(_state(1, 240.0, 30.0, spend))
+    assert m1 < 1.0
+    spend[1] = 210.0
+    m2, _ = pacer.update(_state(2, 240.0, 240.0, spend, exhausted=True))
+    assert m2 < m1
+    # Idle, exhausted hours are not read as under-spending: the multiplier holds.
+    for h in range(3, 24):
+        m, _ = pacer.update(_state(h, 240.0, 240.0, spend, exhausted=True))
+        assert m == pytest.approx(m2)
+
+
+def test_even_throttles_participation_not_bids() -> None:
+    pacer = EvenPacer(PacingParams())
+    spend = np.zeros(24)
+    pacer.update(_state(0, 24.0, 0.0, spend))
+    spend[0] = 0.3 * 24.0 / 1.0  # at participation 0.3 it spent 7.2, far above the plan of 1
+    mult, throttle = pacer.update(_state(1, 24.0, spend[0], spend))
+    assert mult == 1.0
+    assert 0.0 < throttle < 0.1
+
+
+def test_pid_raises_bids_when_under_plan() -> None:
+    pacer = PidPacer(PacingParams())
+    spend = np.zeros(24)
+    pacer.update(_state(0, 240.0, 0.0, spend))
+    m, _ = pacer.update(_state(12, 240.0, 0.0, spend))  # half a day gone, nothing spent
+    assert m > 1.0
