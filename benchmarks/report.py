@@ -1,0 +1,249 @@
+"""The benchmark's report: ``docs/performance.md`` and its plots (``docs/img/perf_*.png``).
+
+Takes the results dict of :func:`benchmarks.run.run_suite` and writes what was
+measured, nothing else: every number in the document comes from that run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchmarks.run import axis_table, fmt, parts_table, summary_rows, table, targets
+
+
+def _ok(points: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    return [p for p in points or [] if p and not p.get("skipped")]
+
+
+def plots(res: dict[str, Any], img_dir: Path) -> dict[str, str]:
+    """Draw the scaling curves, the parts and the rates; returns {name: path relative to the doc}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img_dir.mkdir(parents=True, exist_ok=True)
+    out: dict[str, str] = {}
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(img_dir / f"{name}.png", dpi=110)
+        plt.close(fig)
+        out[name] = f"{img_dir.name}/{name}.png"
+
+    def loglog_fit(ax: Any, x: list[float], y: list[float], label: str) -> None:
+        if len(x) >= 2 and min(x) > 0:
+            # A line of slope 1 through the largest point: linear growth, for comparison.
+            ax.plot([min(x), max(x)], [y[-1] * min(x) / max(x), y[-1]], ls=":", color="grey", label=label)
+
+    for axis, key, xlabel, name in (
+        ("users_axis", "users", "users", "perf_users"),
+        ("advertisers", "advertisers", "advertisers", "perf_advertisers"),
+        ("days_axis", "days", "days", "perf_days"),
+    ):
+        pts = _ok(res.get("ads_axis") if axis == "advertisers" else res.get(axis))
+        if not pts:
+            continue
+        pts = sorted(pts, key=lambda p: p[key])
+        x = [p[key] for p in pts]
+        fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.8))
+        a1.loglog(x, [p["simulate_s"] for p in pts], "o-", label="Market.run, wall s")
+        a1.loglog(x, [p["simulate_cpu_s"] for p in pts], "s--", label="Market.run, CPU s")
+        loglog_fit(a1, x, [p["simulate_cpu_s"] for p in pts], "linear")
+        a1.set_xlabel(xlabel)
+        a1.set_ylabel("seconds")
+        a1.set_title("time")
+        a1.legend(fontsize=8)
+        a2.semilogx(x, [p["per_auction_cpu_us"] for p in pts], "o-", label="CPU µs per auction")
+        a2.semilogx(x, [p["per_auction_us"] for p in pts], "s--", label="wall µs per auction")
+        a2.set_xlabel(xlabel)
+        a2.set_ylabel("µs per auction")
+        a2.set_ylim(bottom=0)
+        a2.set_title("cost per auction (session)")
+        a2.legend(fontsize=8)
+        a3.semilogx(x, [p["peak_rss_mb"] for p in pts], "o-")
+        a3.set_xlabel(xlabel)
+        a3.set_ylabel("peak RSS, MB")
+        a3.set_ylim(bottom=0)
+        a3.set_title("peak memory (fresh process)")
+        fixed = {"perf_users": "users_axis_fixed", "perf_advertisers": "ads_axis_fixed", "perf_days": "days_axis_fixed"}[name]
+        fig.suptitle(f"scaling in {xlabel} ({_fixed_label(res, fixed)})", fontsize=10)
+        save(fig, name)
+
+    p = res.get("parts")
+    if p:
+        rows = [r for r in p["rows"] if r["cpu_s"] > 0]
+        fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
+        ax.barh([r["part"] for r in rows][::-1], [r["cpu_s"] for r in rows][::-1])
+        ax.set_xlabel("CPU seconds (median)")
+        ax.set_title(f"parts of one run: {p['users']:,} users x {p['advertisers']} advertisers x {p['days']} day(s)", fontsize=10)
+        save(fig, "perf_parts")
+
+    bars = []
+    users, ads, days = res["config"]["headline"]
+    refs = res["references"]
+    for key, label in ((f"python_{ads}", "Python / Mesa\nreference"), (f"kernel_argpartition_{ads}", "numpy kernel\nargpartition"),
+                       (f"kernel_argmax_{ads}", "numpy kernel\nargmax")):
+        if key in refs:
+            bars.append((label, refs[key]["auctions_per_cpu_s"]))
+    e2e = res.get("e2e") or res.get("engine_headline")
+    if e2e and not e2e.get("skipped"):
+        bars.append(("engine\nend to end", e2e["auctions_per_cpu_s"]))
+    if bars:
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        ax.bar([b[0] for b in bars], [b[1] for b in bars], color=["grey", "tab:blue", "tab:blue", "tab:orange"][: len(bars)])
+        ax.set_yscale("log")
+        ax.set_ylabel("auctions per CPU second")
+        ax.set_title(f"{ads} advertisers; engine at {users:,} users x {days} days", fontsize=10)
+        for i, b in enumerate(bars):
+            ax.text(i, b[1], f"{b[1]:,.0f}", ha="center", va="bottom", fontsize=8)
+        save(fig, "perf_rates")
+    return out
+
+
+def _fixed_label(res: dict[str, Any], key: str) -> str:
+    a, b = res["config"][key]
+    return {"users_axis_fixed": f"{a} advertisers, {b} day(s)", "ads_axis_fixed": f"{a:,} users, {b} day(s)",
+            "days_axis_fixed": f"{a:,} users, {b} advertisers"}[key]
+
+
+def markdown(res: dict[str, Any], images: dict[str, str]) -> str:
+    env = res["env"]
+    cfg = res["config"]
+    users, ads, days = cfg["headline"]
+    lines = [
+        "# Performance",
+        "",
+        "Measured by `benchmarks/run.py` (issue 8); rerun with `make bench` "
+        "(`python benchmarks/run.py --full --out docs/performance.md`). Every figure below comes from that one run.",
+        "",
+        f"- date: {env['date']}; git commit measured: `{env['commit']}` ({env['commit_subject']})"
+        + (f"; with uncommitted changes in `simulator/`: {', '.join(x.split()[-1] for x in env['engine_uncommitted'])}" if env["engine_uncommitted"] else ""),
+        f"- machine: {env['cpu'] or 'unknown CPU'}, {env['cores']} cores, {env['memory_gb']} GB; "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+        f"- load average (1, 5, 15 min) before: {', '.join(f'{x:.1f}' for x in env['load_before'])}; "
+        f"after: {', '.join(f'{x:.1f}' for x in env.get('load_after', []))}; "
+        f"benchmark wall time {res['elapsed_s'] / 60:.1f} min, configuration `{cfg['name']}`, {cfg['repeats']} repeats per point (median) unless noted.",
+        "",
+        "**Noise.** This machine has 2 cores, shared with other agents' test runs while this was measured: "
+        "a load average above 2 means the processes measured here waited for a core, so wall-clock rates are "
+        "pessimistic and vary from run to run. Every rate is therefore also given per CPU second of the measured "
+        "process (user + system time, which waiting does not add to), and the ratios to the reference points "
+        "are taken CPU to CPU. Medians, not means.",
+        "",
+        "## Headline",
+        "",
+        table(["measurement", "auctions/s", "auctions/CPU s", "impressions/s", "impressions/CPU s", "peak RSS MB"], summary_rows(res)),
+        "",
+        "Auctions are sessions (`market_daily.sessions`), impressions are filled slots (`market_daily.filled_slots`). "
+        "End to end is `python -m simulator run SCENARIO --out TMP -q` in a fresh process: interpreter start, imports, "
+        "setup, the simulation, the tables, Parquet, `report.png` and the manifest; its CPU time is the whole process's. "
+        "The reference points time only their loop.",
+        "",
+    ]
+    if "perf_rates" in images:
+        lines += [f"![auctions per CPU second]({images['perf_rates']})", ""]
+    lines += ["## Targets", "", table(["target (issue 8)", "measured", ""], targets(res)), ""]
+    p = res.get("parts")
+    lines += [
+        "## Parts of a run",
+        "",
+        (f"`simulator.run(SCENARIO, out=DIR)` on {p['users']:,} users x {p['advertisers']} advertisers x {p['days']} day(s), "
+         f"{fmt(p['sessions'])} auctions and {fmt(p['impressions'])} impressions, median of {p['repeats']} run(s), "
+         "each in a fresh process.") if p else "",
+        "",
+        parts_table(res),
+        "",
+        "How: `benchmarks/measure.py parts` wraps the engine's named functions (`Population.draw_sessions`; "
+        "`auction.allocate`, `rank_prices`, `event_prices`; `engagement.sample`; the `Ledger`'s `record_*` and "
+        "`close_day`; `QualityModel.update`; `Market.__init__`, `Market.step`, `Market.tables`; `results.write_run`, "
+        "`plots.save_report`; and `Feed.serve_hour`) with timers and charges each part its exclusive time (its own "
+        "time minus that of wrapped functions it calls), so the parts add up to the run. \"Eligibility, Ad Rank values, "
+        "billing\" is what `Feed.serve_hour` does itself: targeting, budget, frequency cap, creative split, pacing and "
+        "quality gate masks, the value and rank matrices, the budget-crossing cut and the bookkeeping of the "
+        "impressions. A part's rate is the auctions (impressions) of the run divided by that part's CPU time: the "
+        "rate the engine would reach if that part were all it did.",
+    ]
+    pm = res.get("parts_memory")
+    if pm:
+        lines += [
+            "",
+            f"Peak working memory per part: a separate run on {pm['users']:,} users x {pm['advertisers']} advertisers x "
+            f"{pm['days']} day(s) under `tracemalloc` (which sees numpy's buffers): the most a part had allocated above "
+            "what was allocated when it was entered. Its times are not used (tracing slows Python).",
+        ]
+    if p and p.get("missing"):
+        lines += ["", f"Not found in this engine version (not timed): {', '.join(p['missing'])}."]
+    if "perf_parts" in images:
+        lines += ["", f"![parts]({images['perf_parts']})"]
+    lines += ["", "## Scaling", ""]
+    for title, key, axis, fixed, img in (
+        ("Users", "users", "users_axis", "users_axis_fixed", "perf_users"),
+        ("Advertisers", "advertisers", "ads_axis", "ads_axis_fixed", "perf_advertisers"),
+        ("Days", "days", "days_axis", "days_axis_fixed", "perf_days"),
+    ):
+        lines += [f"### {title} ({_fixed_label(res, fixed)})", "", axis_table(res.get(axis) or [], key), ""]
+        lines += [_verdict(res, axis, key), ""]
+        if img in images:
+            lines += [f"![{title}]({images[img]})", ""]
+    lines += [
+        "Each point is `Market(scenario).run()` timed in a fresh process (`benchmarks/measure.py engine`); peak RSS "
+        "is that process's (`os.wait4`'s `ru_maxrss`). Scenarios come from `benchmarks/scenarios.py`: advertisers from "
+        "one `[[generate]]` block over nine categories (CPM, CPC, CPE and CPA bids; asap, even and adaptive pacing), "
+        f"and budgets scaled with the market ({_budget()} yuan per user per day over all advertisers) so that "
+        "every point is in the same regime: budgets bind late in the day, at ten thousand users as at ten million.",
+        "",
+    ]
+    sd = res.get("singles_day")
+    if sd:
+        lines += ["## Singles' Day season", ""]
+        if sd.get("skipped"):
+            lines += [f"{sd['users']:,} users x {sd['advertisers']} advertisers x {sd['days']} days from 20 October "
+                      f"(`preset = \"singles_day\"`, half the advertisers bid up for it): not run, {sd['skipped']} "
+                      f"(predicted {sd.get('predicted_s', 0):,.0f} s from the rates above).", ""]
+        else:
+            lines += [f"{sd['users']:,} users x {sd['advertisers']} advertisers x {sd['days']} days from 20 October "
+                      f"(`preset = \"singles_day\"`, half the advertisers bid up for it), end to end: "
+                      f"{sd['wall_s']:,.1f} s wall, {sd['cpu_s']:,.1f} CPU s ({fmt(sd['sessions'])} auctions, "
+                      f"{fmt(sd['impressions'])} impressions; Market.run {fmt(sd.get('simulate_s'), 1)} s, writing "
+                      f"{fmt(sd.get('write_s'), 1)} s), peak RSS {sd['peak_rss_mb'] / 1024:.2f} GB.", ""]
+    if res.get("skipped"):
+        lines += ["## Skipped points", ""] + [f"- {s}" for s in res["skipped"]] + [""]
+    lines += [
+        "## Reference points",
+        "",
+        "- **Python reference** (`benchmarks/reference.py`, `ReferenceMarket`): the auction as a first Mesa model "
+        "would have it. Each advertiser is a `mesa.Agent`; for every session each agent computes its Ad Rank in "
+        "Python (`bid x multiplier x rate(user) x QS / 10`), the model sorts them and charges the generalized second "
+        "price `bid x m x max(next rank, floor) / own rank`. Only the auction: no eligibility, budgets or users' "
+        "responses, so it flatters the reference; `tests/test_benchmarks.py` checks that it picks the same winners "
+        "at the same prices as `simulator.auction`.",
+        "- **numpy kernel** (`topk_kernel`): given a (sessions x advertisers) matrix of predicted rates, multiply by each "
+        "ad's `bid x m x QS / 10` and take each session's top slots plus the first loser, in the engine's chunk size. "
+        "Two ways: `argpartition` then a sort of the survivors (the issue's kernel, used for the target) and "
+        "`k` passes of a row-wise `argmax` (faster for a handful of slots: a tighter bound).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _budget() -> str:
+    from benchmarks.scenarios import BUDGET_PER_USER_DAY
+
+    return f"{BUDGET_PER_USER_DAY:g}"
+
+
+def _verdict(res: dict[str, Any], axis: str, key: str) -> str:
+    """One sentence on how time and memory grow along the axis (from the first and last measured points)."""
+    pts = sorted(_ok(res.get(axis)), key=lambda p: p[key])
+    if len(pts) < 2:
+        return "Too few points measured for a verdict."
+    a, b = pts[0], pts[-1]
+    grow = b[key] / a[key]
+    t = b["simulate_cpu_s"] / max(a["simulate_cpu_s"], 1e-9)
+    s = b["sessions"] / max(a["sessions"], 1)
+    per = b["per_auction_cpu_us"] / max(a["per_auction_cpu_us"], 1e-9)
+    mem = b["peak_rss_mb"] / max(a["peak_rss_mb"], 1e-9)
+    return (f"From {fmt(a[key])} to {fmt(b[key])} {key} (x{grow:,.0f}): sessions x{s:,.1f}, Market.run CPU time "
+            f"x{t:,.1f}, CPU time per auction x{per:.2f}, peak RSS x{mem:.2f}.")
