@@ -176,40 +176,46 @@ def expand(
 def resolve_grid(base: sc.Scenario, label: str) -> tuple[list[tuple[dict[str, Any], sc.Scenario]], list[str]]:
     """Every grid point of ``base.sweep`` as a validated scenario (its ``sweep`` emptied)."""
     problems: list[str] = []
+    sweep = {}
     for key, values in base.sweep.items():
         top = key.split(".")[0]
         if top in UNSWEEPABLE:
             problems.append(f"{label}: sweep.{key}: cannot be swept ({UNSWEEPABLE[top]})")
         elif not values:
             problems.append(f"{label}: sweep.{key}: needs at least one value")
-    if problems:
-        return [], problems
+        else:
+            sweep[key] = values
     data = base.model_dump(mode="python", exclude_none=True)
     data["sweep"] = {}
+    # 1. Each path and value alone: the line names the path that is wrong.
+    for key, values in sweep.items():
+        for value in values:
+            problems.extend(_point_problems(data, {key: value}, label))
+    if problems:
+        return [], _unique(problems)
+    # 2. The whole grid: values fine alone may clash together (e.g. ad_slots and view_factors).
     out: list[tuple[dict[str, Any], sc.Scenario]] = []
-    for values in sweep_grid(base.sweep):
-        try:
-            point_data = sc.apply_overrides(data, values)
-        except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
-            problems.extend(_path_problems(data, values, label, exc))
+    for values in sweep_grid(sweep):
+        lines = _point_problems(data, values, label)
+        if lines:
+            problems.extend(lines)
             continue
-        try:
-            out.append((values, sc.parse_scenario(point_data, label)))
-        except sc.ScenarioError as exc:
-            problems.extend(_sweep_lines(exc.lines, label, values))
-    return out, problems
+        out.append((values, sc.parse_scenario(sc.apply_overrides(data, values), label)))
+    return out, _unique(problems)
 
 
-def _path_problems(data: dict[str, Any], values: dict[str, Any], label: str, exc: Exception) -> list[str]:
-    """Name the sweep path(s) that do not lead anywhere in the scenario."""
-    lines = []
-    for key in values:
-        try:
-            sc.apply_overrides(data, {key: values[key]})
-        except (IndexError, KeyError, ValueError, TypeError, AttributeError) as err:
-            reason = "no such list item" if isinstance(err, IndexError) else f"not a path in the scenario ({err})"
-            lines.append(f"{label}: sweep.{key}: {reason}")
-    return lines or [f"{label}: sweep: {exc}"]
+def _point_problems(data: dict[str, Any], values: dict[str, Any], label: str) -> list[str]:
+    try:
+        point = sc.apply_overrides(data, values)
+    except IndexError:
+        return [f"{label}: sweep.{k}: no such list item in the scenario" for k in values]
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        return [f"{label}: sweep.{k}: not a path in the scenario ({exc})" for k in values]
+    try:
+        sc.parse_scenario(point, label)
+    except sc.ScenarioError as exc:
+        return _sweep_lines(exc.lines, label, values)
+    return []
 
 
 def _sweep_lines(lines: list[str], label: str, values: dict[str, Any]) -> list[str]:
@@ -266,7 +272,8 @@ def run_task(task: Task) -> dict[str, Any]:
     dest = Path(task.dest)
     t0 = time.perf_counter()
     try:
-        result = run(task.scenario, report=False)
+        with single_threaded():
+            result = run(task.scenario, report=False)
         summary = result.summary()
         result.manifest["batch"] = {**task.meta, "summary": summary}
         write_run(result, dest, report=task.report)
@@ -279,6 +286,22 @@ def run_task(task: Task) -> dict[str, Any]:
     row = _row(task.meta, summary)
     row.update(status="complete", error="", reused=False, wall_s=_wall(result.manifest))
     return row
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """One compute thread per run: a batch is parallel across runs already, and
+    threaded kernels fighting over the same cores are many times slower."""
+    numba = sys.modules.get("numba")
+    if numba is None:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)  # per calling thread: safe on a multi-threaded Dask worker
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def _failed(task: Task, t0: float, tb: str) -> dict[str, Any]:
@@ -304,7 +327,7 @@ def _wall(manifest: dict[str, Any]) -> float:
 def read_manifest(dest: Path) -> dict[str, Any] | None:
     try:
         return json.loads((dest / "manifest.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
@@ -338,15 +361,7 @@ def _process_pool(workers: int) -> cf.ProcessPoolExecutor:
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
         ctx.set_forkserver_preload(["simulator.batch", "simulator.results", "simulator.market"])
-    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init)
-
-
-def _worker_init() -> None:
-    """One thread per worker process: the batch is already parallel across runs."""
-    numba = sys.modules.get("numba")
-    if numba is not None:
-        with contextlib.suppress(Exception):
-            numba.set_num_threads(1)
+    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
 
 
 @contextlib.contextmanager

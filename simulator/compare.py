@@ -76,8 +76,8 @@ def load_side(path: str | Path) -> dict[int, pd.DataFrame]:
             problems.append(f"{path}: two runs with seed {seed} (e.g. {run}); point at one scenario and sweep point")
         by_seed[seed] = table
     if len(groups) > 1:
-        names = "; ".join(f"{g} at {p}" for g, p in groups.items())
-        problems.insert(0, f"{path}: holds runs of {len(groups)} scenarios or sweep points ({names}); point at one of them")
+        names = "; ".join(f"{g} at {p.parent}" for g, p in groups.items())
+        problems = [f"{path}: holds runs of {len(groups)} scenarios or sweep points ({names}); point at one of them"]
     if problems:
         raise CompareError(problems[:5])
     return by_seed
