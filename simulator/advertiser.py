@@ -59,6 +59,9 @@ class Advertiser(mesa.Agent):
         book = m.book
         day = m.day
         cond = m.calendar.conditions(day)
+        # Today's expected traffic by hour (an event may reshape the day): the pacing plan.
+        shares = m.traffic_share * np.asarray(getattr(cond, "hour_factor", np.ones(24)), dtype=np.float64)
+        self.traffic_share = shares / shares.sum() if shares.sum() > 0 else m.traffic_share
         self._shift_budgets()
         for c in self.campaigns:
             cs = self.campaign_specs[c]
@@ -92,7 +95,7 @@ class Advertiser(mesa.Agent):
         """Start of an hour: each active campaign's controller sets its bid multiplier and participation."""
         m = self.model
         book = m.book
-        shares = m.traffic_share
+        shares = getattr(self, "traffic_share", m.traffic_share)
         for c in self.campaigns:
             if not book.camp_active[c]:
                 continue
