@@ -47,6 +47,7 @@ class Advertiser(mesa.Agent):
         self.learning_base_conv: dict[int, float] = {}
         self.learning_mult: dict[int, float] = {}
         self.compensate_until: dict[int, int] = {}
+        self.window: dict[int, dict[str, Any]] = {}  # compensation window: spend (micro), conversions, refunded
         # Creative tests: per campaign, the next sample size to look at and the alpha left.
         self.ab_done: dict[int, bool] = {c: len(cs.creatives) < 2 for c, cs in self.campaign_specs.items()}
         self.ab_look: dict[int, int] = {c: 0 for c in self.campaigns}
@@ -110,33 +111,50 @@ class Advertiser(mesa.Agent):
             book.camp_pace_mult[c], book.camp_throttle[c] = self.pacers[c].update(state)
 
     def settle_day(self) -> None:
-        """End of the day: count conversions into the account, request over-cost compensation."""
+        """End of the day: count conversions into the account, settle over-cost compensation.
+
+        Compensation (the platforms' cost guarantee) is settled on the whole
+        window so far, from entering learning to ``compensation_days`` after
+        it should have ended: when the window's CPA exceeds the target by more
+        than ``compensation_threshold``, everything above ``conversions x
+        target`` is owed; what is owed and not yet refunded is refunded today
+        (at most today's spend, the rest carried to the next day).  Days with
+        no conversion count toward the window instead of escaping it.
+        """
         m = self.model
         book = m.book
         conv_today = np.bincount(book.ad_camp, weights=m.ledger.obs.conversions, minlength=book.n_campaigns)
         spend_today = m.ledger.campaign_spend_micro()
+        threshold = m.config.auction.compensation_threshold
         for c in self.campaigns:
             self.history_conversions += conv_today[c]
             cs = self.campaign_specs[c]
-            if cs.bid.type != "CPA" or self.cpa_state.get(c) not in ("learning", "learned"):
+            if cs.bid.type != "CPA" or c not in self.window:
                 continue
-            if m.day > self.compensate_until.get(c, -1):
+            if self.cpa_state.get(c) not in ("learning", "learned") or m.day > self.compensate_until.get(c, -1):
                 continue
-            target = cs.bid.amount
-            conv = conv_today[c]
-            spent = spend_today[c] / MICRO
-            if conv >= 1 and spent / conv > target * (1.0 + m.config.auction.compensation_threshold):
-                refund = int(spend_today[c] - math.floor(conv * target * MICRO))
-                if refund > 0:
-                    m.ledger.record_refund(c, refund)
-                    book.refund(c, refund)
-                    m.log(
-                        "compensation",
-                        f"CPA {spent / conv:.2f} > target {target:.2f} x {1 + m.config.auction.compensation_threshold:.2f}: "
-                        f"refund {refund / MICRO:.2f} yuan",
-                        self.name,
-                        book.camp_name[c],
-                    )
+            w = self.window[c]
+            w["spend"] += int(spend_today[c])
+            w["conversions"] += float(conv_today[c])
+            target_micro = cs.bid.amount * MICRO
+            conv = w["conversions"]
+            over = w["spend"] > (1.0 + threshold) * target_micro * max(conv, 0.0)
+            if conv < 1 or not over:
+                continue
+            owed = int(w["spend"] - math.floor(conv * target_micro)) - w["refunded"]
+            refund = min(owed, int(spend_today[c]))
+            if refund <= 0:
+                continue
+            w["refunded"] += refund
+            m.ledger.record_refund(c, refund)
+            book.refund(c, refund)
+            m.log(
+                "compensation",
+                f"CPA {w['spend'] / MICRO / conv:.2f} over {conv:.0f} conversions since learning began > target "
+                f"{cs.bid.amount:.2f} x {1 + threshold:.2f}: refund {refund / MICRO:.2f} yuan",
+                self.name,
+                book.camp_name[c],
+            )
 
     # ------------------------------------------------------------------ pieces
 
@@ -215,6 +233,7 @@ class Advertiser(mesa.Agent):
         self.learning_mult[c] = float(m.book.camp_mult[c])
         a = m.config.auction
         self.compensate_until[c] = m.day + a.learning_days + a.compensation_days - 1
+        self.window[c] = {"spend": 0, "conversions": 0.0, "refunded": 0}
         m.log("learning_reenter" if reentry else "learning_enter", why, self.name, m.book.camp_name[c])
 
     def _shift_budgets(self) -> None:

@@ -1,0 +1,98 @@
+"""Optimized CPA (oCPC): gate, learning phase, compensation and re-entry, all in ``events``.
+
+Two advertisers: ``newbie`` has no conversions yet, so its CPA campaign runs
+as CPC until a CPC campaign of its own brings the account to
+``cpa_min_conversions``, then learns and exits learning; ``opt`` may use CPA
+from day one, but its landing page converts far worse than the platform's
+prior predicts, so its first days cost far over target (compensation, refund in
+the ledger), it fails learning, and a bid edit re-enters learning.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from simulator import Market
+from tests.conftest import SMALL, make_scenario
+
+OPT = {
+    "name": "opt",
+    "category": "beauty",
+    "account": {"history_conversions": 100},
+    "campaigns": [
+        {
+            "name": "ocpc",
+            "bid": {"type": "CPA", "amount": 200.0},
+            "budget": {"daily": 600.0},
+            "landing_page": 0.0,
+            "edits": [{"date": "2026-09-13", "bid": 260.0}],
+        }
+    ],
+}
+NEWBIE = {
+    "name": "newbie",
+    "category": "beauty",
+    "account": {"history_conversions": 0},
+    "campaigns": [
+        {"name": "ocpc", "bid": {"type": "CPA", "amount": 100.0}, "budget": {"daily": 300.0}, "landing_page": 0.9},
+        {"name": "seed", "bid": {"type": "CPC", "amount": 3.0}, "budget": {"daily": 300.0}, "landing_page": 0.9},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def tables() -> dict[str, pd.DataFrame]:
+    scenario = make_scenario(
+        {
+            "advertisers": [OPT, NEWBIE, *SMALL["advertisers"][1:]],
+            "days": 9,
+            "population.users": 5000,
+            "auction.cpa_min_conversions": 5,
+            "auction.learning_conversions": 6,
+            "auction.learning_days": 3,
+            "auction.compensation_days": 2,
+        }
+    )
+    m = Market(scenario)
+    m.run()
+    return m.tables()
+
+
+def kinds(tables: dict[str, pd.DataFrame], advertiser: str) -> list[str]:
+    ev = tables["events"]
+    ev = ev[(ev["advertiser"] == advertiser) & (ev["campaign"] == "ocpc")]
+    return [k for k in ev["kind"] if k not in ("audience_size", "budget_exhausted")]
+
+
+def test_cpa_gate_then_learning_and_exit(tables: dict[str, pd.DataFrame]) -> None:
+    k = kinds(tables, "newbie")
+    assert k[:4] == ["cpa_unavailable", "cpa_unlocked", "learning_enter", "learning_exit"], k
+    daily = tables["advertiser_daily"]
+    ocpc = daily[(daily["advertiser"] == "newbie") & (daily["campaign"] == "ocpc")]
+    assert (ocpc["billing_event"] == "click").all()  # stage 1 (and oCPC after it) bills per click
+    assert ocpc["clicks"].sum() > 0
+
+
+def test_compensation_failure_and_reentry(tables: dict[str, pd.DataFrame]) -> None:
+    k = kinds(tables, "opt")
+    assert k[0] == "learning_enter"
+    assert "compensation" in k
+    assert k.index("learning_failed") > k.index("compensation")
+    assert k[k.index("edit") + 1] == "learning_reenter"
+    ev = tables["events"]
+    comp = ev[(ev["advertiser"] == "opt") & (ev["kind"] == "compensation")]
+    assert comp["date"].max() <= pd.Timestamp("2026-09-11")  # only in the first days (learning + 2)
+
+
+def test_refund_in_the_ledger_and_spend_equals_revenue(tables: dict[str, pd.DataFrame]) -> None:
+    daily = tables["advertiser_daily"]
+    opt = daily[daily["advertiser"] == "opt"]
+    assert opt["refund"].sum() > 100.0
+    assert (opt["spend"] >= 0).all()
+    # The window's cost after refunds is at most conversions x target (the guarantee).
+    window = opt.iloc[:5]
+    assert window["spend"].sum() <= max(window["conversions"].sum(), 1) * 200.0 + 1e-6
+    market = tables["market_daily"]
+    assert int(market["revenue_micro"].sum()) == int(market["spend_micro"].sum())
+    assert market["revenue"].sum() == pytest.approx(daily["spend"].sum(), abs=1e-6)
