@@ -90,8 +90,9 @@ def test_refund_in_the_ledger_and_spend_equals_revenue(tables: dict[str, pd.Data
     opt = daily[daily["advertiser"] == "opt"]
     assert opt["refund"].sum() > 100.0
     assert (opt["spend"] >= 0).all()
-    # The window's cost after refunds is at most conversions x target (the guarantee).
-    window = opt.iloc[:5]
+    # The window's cost after refunds is at most conversions x target (the guarantee), until
+    # learning failed on the fourth day (a failed campaign is no longer guaranteed).
+    window = opt.iloc[:3]
     assert window["spend"].sum() <= max(window["conversions"].sum(), 1) * 200.0 + 1e-6
     market = tables["market_daily"]
     assert int(market["revenue_micro"].sum()) == int(market["spend_micro"].sum())
