@@ -48,21 +48,21 @@ def plots(res: dict[str, Any], img_dir: Path) -> dict[str, str]:
         pts = sorted(pts, key=lambda p: p[key])
         x = [p[key] for p in pts]
         fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.8))
-        a1.loglog(x, [p["simulate_s"] for p in pts], "o-", label="Market.run, wall s")
-        a1.loglog(x, [p["simulate_cpu_s"] for p in pts], "s--", label="Market.run, CPU s")
+        a1.loglog(x, [p["simulate_s"] for p in pts], "o-", color="tab:blue", label="Market.run, wall s")
+        a1.loglog(x, [p["simulate_cpu_s"] for p in pts], "s--", color="tab:orange", label="Market.run, CPU s")
         loglog_fit(a1, x, [p["simulate_cpu_s"] for p in pts], "linear")
         a1.set_xlabel(xlabel)
         a1.set_ylabel("seconds")
         a1.set_title("time")
         a1.legend(fontsize=8)
-        a2.semilogx(x, [p["per_auction_cpu_us"] for p in pts], "o-", label="CPU µs per auction")
-        a2.semilogx(x, [p["per_auction_us"] for p in pts], "s--", label="wall µs per auction")
+        a2.semilogx(x, [p["per_auction_us"] for p in pts], "o-", color="tab:blue", label="wall µs per auction")
+        a2.semilogx(x, [p["per_auction_cpu_us"] for p in pts], "s--", color="tab:orange", label="CPU µs per auction")
         a2.set_xlabel(xlabel)
         a2.set_ylabel("µs per auction")
         a2.set_ylim(bottom=0)
         a2.set_title("cost per auction (session)")
         a2.legend(fontsize=8)
-        a3.semilogx(x, [p["peak_rss_mb"] for p in pts], "o-")
+        a3.semilogx(x, [p["peak_rss_mb"] for p in pts], "o-", color="tab:green")
         a3.set_xlabel(xlabel)
         a3.set_ylabel("peak RSS, MB")
         a3.set_ylim(bottom=0)
@@ -195,6 +195,25 @@ def markdown(res: dict[str, Any], images: dict[str, str]) -> str:
         "every point is in the same regime: budgets bind late in the day, at ten thousand users as at ten million.",
         "",
     ]
+    npath = _ok(res.get("numpy_path"))
+    if npath:
+        u_a, d_a = cfg["ads_axis_fixed"]
+        fused = {p["advertisers"]: p for p in _ok(res.get("ads_axis"))}
+        rows = []
+        for p in npath:
+            f = fused.get(p["advertisers"])
+            rows.append([f"{u_a:,} users x {p['advertisers']} advertisers x {d_a} day(s)",
+                         fmt(f["auctions_per_s"]) if f else "-", fmt(f["auctions_per_cpu_s"]) if f else "-",
+                         fmt(p["auctions_per_s"]), fmt(p["auctions_per_cpu_s"])])
+        lines += [
+            "### The engine's two kernel paths",
+            "",
+            "The engine ranks with a fused numba kernel, parallel over sessions, unless `ADSIM_NUMBA=0` selects its "
+            "numpy path (`simulator/kernels.py`). Same point, both paths:",
+            "",
+            table(["point", "default: auctions/s", "auctions/CPU s", "ADSIM_NUMBA=0: auctions/s", "auctions/CPU s"], rows),
+            "",
+        ]
     sd = res.get("singles_day")
     if sd:
         lines += ["## Singles' Day season", ""]

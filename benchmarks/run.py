@@ -75,7 +75,7 @@ class Config:
     days_axis: list[int]
     days_axis_fixed: tuple[int, int]  # users, advertisers
     python_sessions: int = 2_000
-    kernel_sessions: int = 1_000_000
+    kernel_sessions: int = 300_000
     max_point_s: float = 300.0
     max_rss_gb: float = 8.0
     budget_s: float = 14 * 60
@@ -104,20 +104,20 @@ FULL = Config(
 
 QUICK = Config(
     name="quick",
-    repeats=2,
-    headline=(100_000, 50, 1),
-    big_ads=500,
-    parts=(50_000, 50, 1),
-    memory_parts=(20_000, 50, 1),
-    singles_day=(20_000, 50, 14),
-    users_axis=[10_000, 30_000, 100_000],
-    users_axis_fixed=(50, 1),
-    ads_axis=[10, 50, 500],
-    ads_axis_fixed=(20_000, 1),
+    repeats=1,
+    headline=(50_000, 20, 1),
+    big_ads=200,
+    parts=(20_000, 20, 1),
+    memory_parts=None,
+    singles_day=(5_000, 20, 14),
+    users_axis=[3_000, 10_000, 30_000],
+    users_axis_fixed=(20, 1),
+    ads_axis=[10, 20, 200],
+    ads_axis_fixed=(10_000, 1),
     days_axis=[1, 2, 4],
-    days_axis_fixed=(10_000, 50),
+    days_axis_fixed=(3_000, 20),
     python_sessions=500,
-    kernel_sessions=200_000,
+    kernel_sessions=100_000,
     budget_s=5 * 60,
 )
 
@@ -150,10 +150,10 @@ TOY = Config(
 # ---------------------------------------------------------------------- child processes
 
 
-def spawn(cmd: list[str], timeout: float) -> dict[str, Any]:
+def spawn(cmd: list[str], timeout: float, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``cmd`` in a fresh process; its wall and CPU seconds, peak RSS and the JSON it printed."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(extra_env or {})}
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT, env=env)
         killed = threading.Event()
@@ -186,10 +186,10 @@ def spawn(cmd: list[str], timeout: float) -> dict[str, Any]:
     }
 
 
-def child(args: list[str], cfg: Config, timeout: float) -> dict[str, Any]:
+def child(args: list[str], cfg: Config, timeout: float, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """One ``benchmarks/measure.py`` measurement: in a fresh process, or in this one for the toy config."""
-    if cfg.subprocess:
-        r = spawn([sys.executable, str(MEASURE), *args], timeout)
+    if cfg.subprocess or extra_env:
+        r = spawn([sys.executable, str(MEASURE), *args], timeout, extra_env)
         if r["rc"] != 0 or r["data"] is None:
             raise RuntimeError(f"measure.py {' '.join(args)} failed (exit {r['rc']}, timed out {r['timed_out']}):\n{r['stderr']}")
         return {**r["data"], "process_wall_s": r["wall_s"], "process_cpu_s": r["cpu_s"], "peak_rss_mb": r["peak_rss_mb"]}
@@ -241,29 +241,46 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class Planner:
-    """Predicts a point's time and memory from the points measured so far, and keeps the budget."""
+    """Predicts a point's time and memory from the points measured so far, and keeps the budget.
+
+    Time model, fitted by least squares to the measured points (wall seconds):
+    ``3 + 5e-6 x users + a x days + k x sessions x (advertisers + 40)``, the
+    per-day term for the engine's fixed cost per hour and chunk, the last for
+    the sessions x ads matrices.  Memory: linear in ``users x (1 + ads / 64)``.
+    """
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.t0 = time.perf_counter()
-        self.obs: list[tuple[float, int, float, int, float]] = []  # sessions, ads, seconds, users, rss
+        self.obs: list[tuple[float, int, float, int, float, int]] = []  # sessions, ads, seconds, users, rss, days
         self.skipped: list[str] = []
-        self.measured: dict[tuple[int, int, int], dict[str, Any]] = {}
+        self.measured: dict[tuple[Any, ...], dict[str, Any]] = {}
 
-    def observe(self, users: int, ads: int, sessions: float, seconds: float, rss_mb: float) -> None:
-        self.obs.append((sessions, ads, seconds, users, rss_mb))
+    def observe(self, users: int, ads: int, sessions: float, seconds: float, rss_mb: float, days: int = 1) -> None:
+        self.obs.append((sessions, ads, seconds, users, rss_mb, days))
+
+    def _fit(self) -> tuple[float, float]:
+        import numpy as np
+
+        if not self.obs:
+            return 0.5, 1 / (50_000 * 140)  # until measured: 50,000 auctions a second at 100 advertisers
+        x = np.array([[d, n * (a + 40)] for n, a, _, _, _, d in self.obs], dtype=float)
+        y = np.array([max(0.0, s - 3.0 - u * 5e-6) for _, _, s, u, _, _ in self.obs])
+        k_only = float(np.median(y / np.maximum(x[:, 1], 1)))
+        if len(self.obs) >= 2 and np.linalg.matrix_rank(x) == 2:
+            (a, k), *_ = np.linalg.lstsq(x, y, rcond=None)
+            if a >= 0 and k > 0:
+                return float(a), float(k)
+        return 0.0, k_only
 
     def seconds(self, users: int, ads: int, days: int, singles: bool = False) -> float:
         sessions = users * 3.0 * days * (1.25 if singles else 1.0)
-        if self.obs:
-            k = statistics.median(s / (n * (a + 40)) for n, a, s, _, _ in self.obs if n > 0)
-        else:
-            k = 1 / (50_000 * 140)  # 50,000 auctions a second at 100 advertisers until measured
-        return 3.0 + users * 5e-6 + 1.2 * k * sessions * (ads + 40)
+        a, k = self._fit()
+        return 3.0 + users * 5e-6 + 1.2 * (a * days + k * sessions * (ads + 40))
 
     def rss_mb(self, users: int, ads: int) -> float:
         size = users * (1 + ads / 64)
-        per = [(r - BASE_RSS_MB) / (u * (1 + a / 64)) for _, a, _, u, r in self.obs if u >= 10_000 and r > BASE_RSS_MB]
+        per = [(r - BASE_RSS_MB) / (u * (1 + a / 64)) for _, a, _, u, r, _ in self.obs if u >= 10_000 and r > BASE_RSS_MB]
         return BASE_RSS_MB + size * (max(per) if per else 600 / 1e6)
 
     def left(self) -> float:
@@ -305,10 +322,14 @@ def rates(d: dict[str, Any], seconds: float, cpu: float | None) -> dict[str, Any
     return d
 
 
-def engine_point(cfg: Config, plan: Planner, work: Path, users: int, ads: int, days: int, label: str, repeats: int | None = None) -> dict[str, Any] | None:
+def engine_point(
+    cfg: Config, plan: Planner, work: Path, users: int, ads: int, days: int, label: str,
+    repeats: int | None = None, extra_env: dict[str, str] | None = None,
+) -> dict[str, Any] | None:
     """``Market.run`` in a child process, median of repeats (a point measured before is reused)."""
-    if (users, ads, days) in plan.measured:
-        return plan.measured[(users, ads, days)]
+    key = (users, ads, days, tuple(sorted((extra_env or {}).items())))
+    if key in plan.measured:
+        return plan.measured[key]
     n = repeats or plan.repeats_for(users, ads, days)
     ok, why = plan.allow(label, users, ads, days, n)
     if not ok:
@@ -316,16 +337,18 @@ def engine_point(cfg: Config, plan: Planner, work: Path, users: int, ads: int, d
     path = scenarios.write(scenarios.market(users, ads, days, chunks_per_hour=cfg.chunks_per_hour), work / f"u{users}_a{ads}_d{days}.toml")
     runs = []
     for _ in range(n):
-        r = child(["engine", str(path)], cfg, timeout=max(60.0, 2.5 * plan.seconds(users, ads, days)))
+        r = child(["engine", str(path)], cfg, timeout=max(60.0, 2.5 * plan.seconds(users, ads, days)), extra_env=extra_env)
         rates(r, r["simulate_s"], r["simulate_cpu_s"])
         runs.append(r)
-        plan.observe(users, ads, r["sessions"], r["simulate_s"] + r["setup_s"], r["peak_rss_mb"])
+        plan.observe(users, ads, r["sessions"], r["simulate_s"] + r["setup_s"], r["peak_rss_mb"], days)
     m = median_of(runs)
     m.update(users=users, advertisers=ads, days=days, per_auction_us=1e6 * m["simulate_s"] / max(1, m["sessions"]),
              per_auction_cpu_us=1e6 * m["simulate_cpu_s"] / max(1, m["sessions"]))
     log(f"  {label}: {m['auctions_per_s']:,.0f} auctions/s ({m['auctions_per_cpu_s']:,.0f}/CPU s), "
         f"{m['simulate_s']:.1f} s, peak RSS {m['peak_rss_mb']:,.0f} MB, x{n}")
-    plan.measured[(users, ads, days)] = m
+    if extra_env:
+        m["env"] = extra_env
+    plan.measured[key] = m
     return m
 
 
@@ -365,7 +388,7 @@ def run_suite(cfg: Config, work: Path) -> dict[str, Any]:
                 if r.get("simulate_s"):
                     r["run_auctions_per_s"] = r["sessions"] / r["simulate_s"]
                 runs.append(r)
-                plan.observe(users, ads, r["sessions"], r["wall_s"], r["peak_rss_mb"])
+                plan.observe(users, ads, r["sessions"], r["wall_s"], r["peak_rss_mb"], days)
                 log(f"  {r['wall_s']:.1f} s wall, {r['auctions_per_s']:,.0f} auctions/s end to end, Market.run {r.get('simulate_s') or 0:.1f} s, RSS {r['peak_rss_mb']:,.0f} MB")
             res["e2e"] = median_of(runs) | {"users": users, "advertisers": ads, "days": days}
     res["engine_headline"] = engine_point(cfg, plan, work, users, ads, days, "Market.run (headline)", repeats=1) if not cfg.e2e or cfg.name == "toy" else None
@@ -376,6 +399,12 @@ def run_suite(cfg: Config, work: Path) -> dict[str, Any]:
     res["ads_axis"] = [engine_point(cfg, plan, work, u_a, a, d_a, f"{u_a:,} users x {a} advertisers",
                                     repeats=1 if a >= 1_000 else None) for a in sorted(set(cfg.ads_axis) | {ads, cfg.big_ads})]
 
+    # 3b. The engine's own numpy path (``ADSIM_NUMBA=0``, the switch of simulator/kernels.py) at the same point.
+    if cfg.subprocess:
+        log("the engine's numpy path (ADSIM_NUMBA=0)")
+        res["numpy_path"] = [engine_point(cfg, plan, work, u_a, ads, d_a, f"{u_a:,} users x {ads} advertisers, ADSIM_NUMBA=0",
+                                          extra_env={"ADSIM_NUMBA": "0"})]
+
     # 4. The Singles' Day season, end to end.
     if cfg.singles_day and cfg.e2e:
         su, sa, sd = cfg.singles_day
@@ -385,7 +414,7 @@ def run_suite(cfg: Config, work: Path) -> dict[str, Any]:
             path = scenarios.write(scenarios.singles_day(su, sa, sd), work / "singles_day.toml")
             r = cli_run(path, work, timeout=max(300.0, 3 * plan.seconds(su, sa, sd, singles=True)))
             rates(r, r["wall_s"], r["cpu_s"])
-            plan.observe(su, sa, r["sessions"], r["wall_s"], r["peak_rss_mb"])
+            plan.observe(su, sa, r["sessions"], r["wall_s"], r["peak_rss_mb"], sd)
             res["singles_day"] = r | {"users": su, "advertisers": sa, "days": sd}
             log(f"  {r['wall_s']:.1f} s wall, peak RSS {r['peak_rss_mb']:,.0f} MB")
         else:
