@@ -365,11 +365,12 @@ def _process_pool(workers: int) -> cf.ProcessPoolExecutor:
 
 
 @contextlib.contextmanager
-def executor(workers: int | None, scheduler: str | None) -> Iterator[tuple[cf.Executor, int]]:
+def executor(workers: int | None, scheduler: Any) -> Iterator[tuple[cf.Executor, int]]:
     """The executor for a batch and how many runs to keep in flight.
 
-    ``scheduler``: None (local processes), ``"local"`` (a Dask LocalCluster here)
-    or a Dask scheduler address such as ``tcp://10.0.0.5:8786``.
+    ``scheduler``: None (local processes), ``"local"`` (a Dask LocalCluster here),
+    a Dask scheduler address such as ``tcp://10.0.0.5:8786``, or a
+    ``distributed.Client`` already connected (left open).
     """
     n = workers if workers is not None else (os.cpu_count() or 1)
     if scheduler is None:
@@ -384,7 +385,9 @@ def executor(workers: int | None, scheduler: str | None) -> Iterator[tuple[cf.Ex
     except ImportError:  # pragma: no cover - depends on the install
         raise BatchError(["--scheduler: needs Dask (pip install 'adsim[cluster]')"]) from None
     with contextlib.ExitStack() as stack:
-        if scheduler == "local":
+        if not isinstance(scheduler, str):  # a Client the caller made (and closes)
+            client = scheduler
+        elif scheduler == "local":
             cluster = stack.enter_context(
                 distributed.LocalCluster(
                     n_workers=max(1, n), threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
@@ -408,7 +411,7 @@ def batch(
     *,
     replicates: int = 1,
     workers: int | None = None,
-    scheduler: str | None = None,
+    scheduler: Any = None,
     out: str | Path | None = None,
     seed: int | None = None,
     report: bool = False,
@@ -423,7 +426,7 @@ def batch(
     workers : local processes (default: the number of cores; 0 = in this process),
         or the number of workers of ``scheduler="local"``
     scheduler : a Dask scheduler address (``tcp://host:8786``), ``"local"`` for a
-        Dask LocalCluster, or None for local processes
+        Dask LocalCluster, a connected ``distributed.Client``, or None for local processes
     out : the batch folder (default ``runs/batch-NAMES``); re-running into it resumes
     seed : root seed of the replicates (default: each scenario's own seed)
     report : also draw each run's ``report.png`` (about a second per run)
@@ -478,7 +481,7 @@ def _lock(out: Path) -> Iterator[None]:
 
 
 def _run_batch(
-    points: Sequence[Point], out: Path, workers: int | None, scheduler: str | None, report: bool, progress: bool
+    points: Sequence[Point], out: Path, workers: int | None, scheduler: Any, report: bool, progress: bool
 ) -> pd.DataFrame:
     remove_partials(out)
     # 1. What is done already: complete folders of the same resolved scenario.
@@ -532,7 +535,7 @@ def _execute(
     todo: list[int],
     rows: list[dict[str, Any] | None],
     workers: int | None,
-    scheduler: str | None,
+    scheduler: Any,
     bar: Any,
 ) -> None:
     wanted = set(todo)
