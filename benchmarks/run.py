@@ -98,7 +98,7 @@ FULL = Config(
     users_axis_fixed=(100, 1),
     ads_axis=[10, 100, 500, 2_000],
     ads_axis_fixed=(100_000, 1),
-    days_axis=[1, 7, 30, 60],
+    days_axis=[1, 3, 10, 30, 60],
     days_axis_fixed=(10_000, 100),
 )
 
@@ -421,11 +421,20 @@ def run_suite(cfg: Config, work: Path) -> dict[str, Any]:
             res["singles_day"] = {"users": su, "advertisers": sa, "days": sd, "skipped": why,
                                   "predicted_s": plan.seconds(su, sa, sd, singles=True)}
 
-    # 5. The parts of one run.
-    pu, pa, pd_ = cfg.parts
-    log(f"parts: {pu:,} users x {pa} advertisers x {pd_} days")
-    n = plan.repeats_for(pu, pa, pd_)
-    if plan.allow("parts", pu, pa, pd_, n)[0]:
+    # 5. Scaling in users.
+    log("users axis")
+    a_u, d_u = cfg.users_axis_fixed
+    res["users_axis"] = [engine_point(cfg, plan, work, u, a_u, d_u, f"{u:,} users x {a_u} advertisers",
+                                      repeats=1 if u >= 5_000_000 else None) for u in cfg.users_axis]
+    # 6. The parts of one run (at a smaller size if the first does not fit).
+    for pu, pa, pd_ in [cfg.parts, *([cfg.memory_parts] if cfg.memory_parts else [])]:
+        n = plan.repeats_for(pu, pa, pd_)
+        if plan.allow(f"parts at {pu:,} users x {pa} advertisers", pu, pa, pd_, n)[0]:
+            break
+    else:
+        pu = 0
+    if pu:
+        log(f"parts: {pu:,} users x {pa} advertisers x {pd_} days")
         path = scenarios.write(scenarios.market(pu, pa, pd_, chunks_per_hour=cfg.chunks_per_hour), work / "parts.toml")
         runs = []
         for i in range(n):
@@ -443,11 +452,7 @@ def run_suite(cfg: Config, work: Path) -> dict[str, Any]:
                 res["parts_memory"] = {"users": mu, "advertisers": ma, "days": md,
                                        "peak_mb": {k: v["peak_mb"] for k, v in r["parts"].items()}}
 
-    # 6. Scaling: users, then days.
-    log("users axis")
-    a_u, d_u = cfg.users_axis_fixed
-    res["users_axis"] = [engine_point(cfg, plan, work, u, a_u, d_u, f"{u:,} users x {a_u} advertisers",
-                                      repeats=1 if u >= 5_000_000 else None) for u in cfg.users_axis]
+    # 7. Scaling in days.
     log("days axis")
     u_d, a_d = cfg.days_axis_fixed
     res["days_axis"] = [engine_point(cfg, plan, work, u_d, a_d, d, f"{d} days x {u_d:,} users") for d in cfg.days_axis]
