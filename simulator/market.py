@@ -183,7 +183,9 @@ class Market(mesa.Model):
                 book.camp_audience_mode[c] = 1
                 seed_users = (self.clicked if t.lookalike.seed == "clicked" else self.converted).get(a)
                 if seed_users is not None and seed_users.size >= 20:
-                    book.camp_audience[c] = self.lookalike(seed_users, t.lookalike.ratio)
+                    lal = t.lookalike
+                    ratio = lal.ratio if lal.size is None else min(1.0, lal.size / self.population.n)
+                    book.camp_audience[c] = self.lookalike(seed_users, ratio, exclude=seed_users if lal.exclude_seed else None)
             if t.exclude is not None:
                 book.camp_audience_mode[c] = max(book.camp_audience_mode[c], 0) or -1
                 book.camp_exclusion[c] = (self.clicked if t.exclude == "clicked" else self.converted).get(a)
@@ -191,13 +193,19 @@ class Market(mesa.Model):
             if book.camp_audience_mode[c] == 1 and aud is not None and (before is None or before.size != aud.size):
                 self.log("audience_size", f"audience now {aud.size} users", book.advertiser_names[a], book.camp_name[c], hour=23)
 
-    def lookalike(self, seed_users: np.ndarray, ratio: float) -> np.ndarray:
-        """The ``ratio`` share of users most similar to the seed (cosine of interest affinities), sorted ids."""
+    def lookalike(self, seed_users: np.ndarray, ratio: float, exclude: np.ndarray | None = None) -> np.ndarray:
+        """The ``ratio`` share of users most similar to the seed (cosine of interest affinities), sorted ids.
+
+        Only what a platform observes (interests) enters the similarity, never the latent taste.
+        ``exclude`` (sorted ids) leaves those users out, e.g. the seed itself for prospecting.
+        """
         aff = self.population.affinity
         centroid = aff[seed_users].mean(axis=0)
         centroid /= np.linalg.norm(centroid) + 1e-12
         norms = np.sqrt((aff.astype(np.float64) ** 2).sum(axis=1)) + 1e-12
         score = (aff.astype(np.float64) * centroid).sum(axis=1) / norms
+        if exclude is not None and exclude.size:
+            score[exclude] = -np.inf
         k = max(1, int(ratio * self.population.n))
         top = np.argpartition(-score, k - 1)[:k]
         return np.sort(top).astype(np.int32)

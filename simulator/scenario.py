@@ -428,8 +428,12 @@ class Budget(Strict):
 
 
 class Lookalike(Strict):
+    """Users most like a seed audience: give a ``size`` (users) or an expansion ``ratio`` (share of all users)."""
+
     seed: Literal["clicked", "converted"] = "converted"
     ratio: float = Field(0.05, gt=0, le=1, description="share of all users in the lookalike audience")
+    size: int | None = Field(None, ge=1, le=MAX_USERS, description="users in the audience (overrides ratio)")
+    exclude_seed: bool = Field(False, description="leave the seed users themselves out (prospecting)")
 
 
 class Targeting(Strict):
