@@ -98,6 +98,9 @@ class Feed:
         order = [first[g] for g in range(len(uniq))]
         self.group_seg_ok = book.camp_seg_ok[order] if order else np.zeros((0, book.camp_seg_ok.shape[1]), bool)
         self.group_bits = book.camp_interest_bits[order] if order else np.zeros(0, np.int64)
+        #: Sorted keys ``advertiser * n_users + user`` of users who clicked or converted with an advertiser
+        #: before today (ground truth of brand familiarity; the market refreshes it each night).
+        self.familiar_keys = np.zeros(0, dtype=np.int64)
         #: When a list, every served batch appends its inputs and outputs (tests compare a slow reference).
         self.trace: list[dict[str, Any]] | None = None
 
@@ -200,6 +203,7 @@ class Feed:
             intent=cond.intent,
             order_value_mean=book.camp_value[imp_camp],
             order_value_mult=cond.order_value,
+            familiar=members(book.camp_adv[imp_camp].astype(np.int64) * pop.n + imp_users, self.familiar_keys),
         )
         out = engagement.sample(imp, self.engagement_rng)
         # --- billing, in time order, against what each campaign may still spend

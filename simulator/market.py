@@ -167,6 +167,10 @@ class Market(mesa.Model):
             for a in np.unique(adv):
                 new = users[adv == a]
                 store[int(a)] = np.union1d(store.get(int(a), np.zeros(0, dtype=np.int32)), new).astype(np.int32)
+        known = [a * self.population.n + np.union1d(self.clicked.get(a, []), self.converted.get(a, [])).astype(np.int64)
+                 for a in sorted(set(self.clicked) | set(self.converted))]
+        if known:
+            self.feed.familiar_keys = np.sort(np.concatenate(known)).astype(np.int64)
         self._update_audiences()
 
     def _update_audiences(self) -> None:
