@@ -292,20 +292,17 @@ class Advertiser(mesa.Agent):
             book.set_weights(c, np.maximum(share, 0.0))
             m.log("ab_weights", "thompson: " + ", ".join(f"{book.ad_name[a]} {w:.2f}" for a, w in zip(ads, book.ad_weight[ads], strict=True)), self.name, book.camp_name[c])
             return
-        # Significance: two-proportion z-test of the best against the runner-up, looked at when the
-        # smaller arm reaches min, 2 min, 4 min, ... with alpha / 2^(look+1) at each look (sums to alpha).
         if approved.sum() < 2:
             return
         live = np.flatnonzero(approved)
         look = self.ab_look[c]
-        need = cs.ab_min_impressions * (2**look)
-        if trials[live].min() < need:
+        decision = ab_look(wins[live], trials[live], look, cs.ab_min_impressions, cs.ab_alpha)
+        if decision is None:
             return
-        rates = wins[live] / np.maximum(trials[live], 1)
-        best, second = live[np.argsort(-rates, kind="stable")[:2]]
-        alpha = cs.ab_alpha / 2 ** (look + 1) / max(1, live.size - 1)
-        p_value = two_proportion_p(wins[best], trials[best], wins[second], trials[second])
         self.ab_look[c] = look + 1
+        winner, p_value, alpha, rates = decision
+        best = live[winner]
+        second = live[np.argsort(-rates, kind="stable")[1]]
         if p_value < alpha:
             weights = np.zeros(ads.size)
             weights[best] = 1.0
@@ -313,13 +310,37 @@ class Advertiser(mesa.Agent):
             self.ab_done[c] = True
             m.log(
                 "ab_winner",
-                f"{book.ad_name[ads[best]]} wins on {cs.ab_metric}: {rates[np.flatnonzero(live == best)[0]]:.4f} vs "
-                f"{rates[np.flatnonzero(live == second)[0]]:.4f}, p = {p_value:.2g} < {alpha:.2g}",
+                f"{book.ad_name[ads[best]]} wins on {cs.ab_metric}: {rates[winner]:.4f} vs "
+                f"{wins[second] / max(trials[second], 1):.4f}, p = {p_value:.2g} < {alpha:.2g}",
                 self.name,
                 book.camp_name[c],
             )
         else:
             m.log("ab_look", f"look {look + 1}: p = {p_value:.2g} >= {alpha:.2g}, split continues", self.name, book.camp_name[c])
+
+
+def ab_look(
+    wins: np.ndarray, trials: np.ndarray, look: int, min_trials: int, alpha: float
+) -> tuple[int, float, float, np.ndarray] | None:
+    """One look of the sequential A/B test, or None when it is not yet time to look.
+
+    Looks happen when the smallest arm reaches ``min_trials x 2^look``; look
+    ``k`` (from 0) spends ``alpha / 2^(k+1)`` (so all looks together spend at
+    most ``alpha``), Bonferroni-split over the ``n - 1`` comparisons of the best
+    arm with the others.  Tests the best arm against the runner-up with the
+    two-sided pooled two-proportion z-test.
+
+    Returns
+    -------
+    (best arm index, p-value, alpha of this look, rates of the arms)
+    """
+    if trials.min() < min_trials * 2**look:
+        return None
+    rates = wins / np.maximum(trials, 1)
+    order = np.argsort(-rates, kind="stable")
+    best, second = int(order[0]), int(order[1])
+    alpha_look = alpha / 2 ** (look + 1) / max(1, rates.size - 1)
+    return best, two_proportion_p(wins[best], trials[best], wins[second], trials[second]), alpha_look, rates
 
 
 def two_proportion_p(x1: float, n1: float, x2: float, n2: float) -> float:
