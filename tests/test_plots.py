@@ -352,3 +352,29 @@ def small_run():  # noqa: ANN201
     from tests.conftest import make_scenario
 
     return run(make_scenario({"days": 3}), report=False)
+
+
+# ----------------------------------------------------------------------------- interactive page (extra "viz")
+
+
+def test_explorer_model_steps_and_draws() -> None:
+    pytest.importorskip("solara")
+    from simulator import viz
+
+    model = viz.MarketExplorer(users=2_000, days=2, singles_day=True, reserve_ecpm=10.0)
+    assert model.config.auction.reserve_ecpm == 10.0 and str(model.config.start_date) == "2026-11-01"
+    assert "nothing simulated" in viz.headline(model)
+    assert not viz.figure_prices(model).axes[0].axison  # "press Step" placeholder
+    model.step()
+    model.step()
+    assert not model.running and model.day == 2
+    model.step()  # a step past the end does nothing
+    assert model.day == 2
+    assert viz.headline(model).startswith("day 2 of 2 (02 Nov): revenue ")
+    titles = [ax.get_title(loc="left") for ax in viz.figure_prices(model).axes]
+    assert titles == ["Season phases (from the events table)", *(plots.PRICE_LABELS[m] for m in ("cpm", "cpc", "cpa"))]
+    assert len(viz.figure_spend(model).axes) == 4
+    page = viz.make_page(model)
+    assert page.component.name == "SolaraViz"
+    assert set(page.kwargs["model_params"]) == set(viz.MODEL_PARAMS)
+    assert len(page.kwargs["components"]) == 4
