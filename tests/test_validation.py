@@ -43,6 +43,18 @@ def test_lowest_envy_free_bids_follow_the_recursion():
     np.testing.assert_allclose(bids, [10.0, 5.0, 3.5, 2.0])
 
 
+def test_deviation_search_finds_a_profitable_deviation_from_truthful_gsp():
+    clicks = np.array([200.0, 100.0])
+    # Values (10, 4, 2), truthful: the top bidder earns 200 x (10 - 4) = 1200 in slot 1 against
+    # 100 x (10 - 2) = 800 in slot 2; bidder 2 earns 100 x (4 - 2) = 200 and would pay 10 above: stable.
+    values = np.array([10.0, 4.0, 2.0])
+    assert v._max_deviation_gain(values, np.ones(3), clicks, values) == pytest.approx(0.0, abs=1e-6)
+    # Values (10, 9, 2), truthful: slot 1 earns 200 x (10 - 9) = 200, slot 2 would earn 100 x (10 - 2) = 800,
+    # so the top bidder gains 600 by bidding below 9 (EOS 2007: truthful GSP is not an equilibrium).
+    values = np.array([10.0, 9.0, 2.0])
+    assert v._max_deviation_gain(values, np.ones(3), clicks, values) == pytest.approx(600.0, rel=1e-6)
+
+
 def test_myerson_formula_matches_the_papers_numbers():
     assert v.myerson_revenue(2, 0.0) == pytest.approx(1 / 3)
     assert v.myerson_revenue(2, 0.5) == pytest.approx(5 / 12)
