@@ -324,3 +324,21 @@ def test_target_cpa_bidder_meets_its_target_on_a_stationary_market() -> None:
     cpa = end["spend"].sum() / conv
     assert abs(np.log(cpa / target)) < 0.05 + 2.5 / np.sqrt(conv), f"CPA {cpa:.2f} on {conv} conversions vs {target}"
     assert f["bid_multiplier"].iloc[-1] < 0.9
+
+
+def test_all_rules_scenario_uses_every_rule_and_pacer_and_runs() -> None:
+    from pathlib import Path
+
+    from simulator import load_scenario, run
+    from simulator.scenario import PACING_NAMES, RULE_NAMES
+
+    path = Path(__file__).resolve().parent.parent / "scenarios" / "all_rules.toml"
+    scenario = load_scenario(path)
+    rules = {r.rule for a in scenario.advertisers for r in a.strategy.rules}
+    pacers = {a.strategy.pacing for a in scenario.advertisers}
+    assert rules == set(RULE_NAMES)
+    assert pacers == set(PACING_NAMES)
+    result = run(scenario, days=3)
+    kinds = set(result.events["kind"])
+    assert {"bid_change", "seasonal", "cpa_unavailable", "learning_enter", "audience_size", "budget_shift"} <= kinds
+    assert result.market_daily["revenue"].sum() == pytest.approx(result.advertiser_daily["spend"].sum(), abs=1e-6)
