@@ -16,7 +16,7 @@ import mesa
 import numpy as np
 
 from simulator import scenario as sc
-from simulator.book import BILL_CLICK, BILL_CONVERSION, MICRO
+from simulator.book import BILL_CLICK, BILL_CONVERSION, MICRO, segment_mask
 from simulator.strategy import CampaignPlan, PaceState, RuleContext, make_pacer, make_rule
 from simulator.strategy.rules import BudgetShift
 
@@ -172,9 +172,41 @@ class Advertiser(mesa.Agent):
             if edit.daily_budget is not None:
                 parts.append(f"daily budget {book.camp_budget_base[c]:.2f} -> {edit.daily_budget:.2f}")
                 book.camp_budget_base[c] = edit.daily_budget
+            if edit.targeting is not None:
+                reach = self._retarget(c, edit.targeting)
+                parts.append(f"targeting replaced (reachable users: {reach})")
             m.log("edit", ", ".join(parts), self.name, book.camp_name[c])
-            if edit.bid is not None and self.cpa_state.get(c) in ("learned", "failed", "learning"):
-                self._enter_learning(c, "significant edit: bid changed")
+            if (edit.bid is not None or edit.targeting is not None) and self.cpa_state.get(c) in ("learned", "failed", "learning"):
+                what = " and ".join(w for w, v in (("bid", edit.bid), ("targeting", edit.targeting)) if v is not None)
+                self._enter_learning(c, f"significant edit: {what} changed")
+
+    def _retarget(self, c: int, targeting: sc.Targeting) -> int:
+        """Replace campaign ``c``'s targeting in its book rows and in this advertiser's spec; return its reach.
+
+        The spec is copied, never changed in place: the scenario stays what the file said.
+        """
+        m = self.model
+        book, pop = m.book, m.population
+        book.camp_seg_ok[c] = segment_mask(targeting)
+        bits = sum(1 << book.categories.index(i) for i in targeting.interests)
+        book.camp_interest_bits[c] = bits
+        book.camp_audience_mode[c] = 0
+        book.camp_audience[c] = None
+        book.camp_exclusion[c] = None
+        k = self.campaigns.index(c)
+        new_camp = self.campaign_specs[c].model_copy(update={"targeting": targeting})
+        campaigns = list(self.spec.campaigns)
+        campaigns[k] = new_camp
+        self.spec = self.spec.model_copy(update={"campaigns": campaigns})
+        self.campaign_specs[c] = new_camp
+        m.advertiser_specs[self.index] = self.spec
+        ok = book.camp_seg_ok[c][pop.segment]
+        if bits:
+            ok &= (pop.interest_bits & bits) != 0
+        m.audience_sizes[c] = int(ok.sum())
+        m._update_audiences()
+        m.log("audience_size", f"reachable users: {int(ok.sum())} of {pop.n}", self.name, book.camp_name[c])
+        return int(ok.sum())
 
     def _optimized_cpa(self, c: int) -> None:
         """oCPC: closed until the account has enough conversions; click billing at target x pCVR;

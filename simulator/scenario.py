@@ -448,11 +448,12 @@ class Targeting(Strict):
 
 
 class Edit(Strict):
-    """A change the advertiser makes on a date (a bid edit re-enters oCPC learning)."""
+    """A change the advertiser makes on a date (a bid or targeting edit re-enters oCPC learning)."""
 
     date: dt.date
     bid: float | None = Field(None, gt=0, le=1_000_000)
     daily_budget: float | None = Field(None, gt=0, le=1e9)
+    targeting: Targeting | None = Field(None, description="the campaign's new targeting, replacing the old whole")
 
 
 class Campaign(Strict):

@@ -97,3 +97,36 @@ def test_refund_in_the_ledger_and_spend_equals_revenue(tables: dict[str, pd.Data
     market = tables["market_daily"]
     assert int(market["revenue_micro"].sum()) == int(market["spend_micro"].sum())
     assert market["revenue"].sum() == pytest.approx(daily["spend"].sum(), abs=1e-6)
+
+
+def test_targeting_edit_reenters_learning_and_reports_reach() -> None:
+    adv = {
+        "name": "opt",
+        "category": "beauty",
+        "account": {"history_conversions": 100},
+        "campaigns": [
+            {
+                "name": "ocpc",
+                "bid": {"type": "CPA", "amount": 100.0},
+                "budget": {"daily": 300.0},
+                "edits": [{"date": "2026-09-08", "targeting": {"gender": "female", "interests": ["beauty"]}}],
+            }
+        ],
+    }
+    scenario = make_scenario({"advertisers": [adv, *SMALL["advertisers"][1:]], "days": 3, "population.users": 1000})
+    m = Market(scenario)
+    m.run()
+    ev = m.tables()["events"]
+    ev = ev[ev["advertiser"] == "opt"]
+    k = list(ev["kind"])
+    assert "learning_reenter" in k[k.index("edit") :]
+    reenter = ev[ev["kind"] == "learning_reenter"]["detail"].iloc[0]
+    assert "targeting" in reenter
+    sizes = ev[ev["kind"] == "audience_size"]["detail"].tolist()
+    assert sizes[0] == "reachable users: 1000 of 1000"
+    new_reach = int(sizes[-1].split()[2])
+    assert 0 < new_reach < 1000
+    assert m.audience_sizes[0] == new_reach
+    assert scenario.advertisers[0].campaigns[0].targeting.gender == "all"  # the scenario is not rewritten
+    shown = m.book.camp_seg_ok[0][m.population.segment]
+    assert not shown[m.population.gender == 1].any()  # no man is eligible after the edit
