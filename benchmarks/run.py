@@ -109,7 +109,7 @@ QUICK = Config(
     big_ads=200,
     parts=(20_000, 20, 1),
     memory_parts=None,
-    singles_day=(5_000, 20, 14),
+    singles_day=(3_000, 20, 7),
     users_axis=[3_000, 10_000, 30_000],
     users_axis_fixed=(20, 1),
     ads_axis=[10, 20, 200],
@@ -118,7 +118,7 @@ QUICK = Config(
     days_axis_fixed=(3_000, 20),
     python_sessions=500,
     kernel_sessions=100_000,
-    budget_s=5 * 60,
+    budget_s=6 * 60,
 )
 
 #: A toy version for the test suite: in-process, no CLI run, no plots; a few seconds.
@@ -527,6 +527,15 @@ def environment() -> dict[str, Any]:
 # ---------------------------------------------------------------------- report
 
 
+def ratio(x: float) -> str:
+    """A ratio with the digits that matter: 0.031 x, 2.4 x, 1,250 x."""
+    if x < 0.1:
+        return f"{x:.3f} x"
+    if x < 10:
+        return f"{x:.2f} x"
+    return f"{x:,.0f} x"
+
+
 def fmt(x: Any, digits: int = 0) -> str:
     if x is None:
         return "-"
@@ -581,17 +590,17 @@ def targets(res: dict[str, Any]) -> list[list[str]]:
         r_cpu = e2e["auctions_per_cpu_s"] / k["auctions_per_cpu_s"]
         r_wall = e2e["auctions_per_s"] / k["auctions_per_s"]
         out.append([f"end to end >= 0.5 x numpy kernel (argpartition), {users:,} x {ads} x {days} d",
-                    f"{r_cpu:.2f} x per CPU s ({r_wall:.2f} x wall); vs the argmax kernel {e2e['auctions_per_cpu_s'] / km['auctions_per_cpu_s']:.2f} x",
+                    f"{ratio(r_cpu)} per CPU s ({ratio(r_wall)} wall); vs the argmax kernel {ratio(e2e['auctions_per_cpu_s'] / km['auctions_per_cpu_s'])}",
                     "met" if r_cpu >= 0.5 else "missed"])
         p_cpu = e2e["auctions_per_cpu_s"] / py["auctions_per_cpu_s"]
-        out.append([f"end to end >= 1,000 x Python reference, {ads} advertisers", f"{p_cpu:,.0f} x per CPU s ({e2e['auctions_per_s'] / py['auctions_per_s']:,.0f} x wall)",
+        out.append([f"end to end >= 1,000 x Python reference, {ads} advertisers", f"{ratio(p_cpu)} per CPU s ({ratio(e2e['auctions_per_s'] / py['auctions_per_s'])} wall)",
                     "met" if p_cpu >= 1000 else "missed"])
     axis = {p["advertisers"]: p for p in res.get("ads_axis") or [] if p and not p.get("skipped")}
     if ads in axis and big in axis:
-        ratio = axis[big]["per_auction_cpu_us"] / axis[ads]["per_auction_cpu_us"]
+        cost_ratio = axis[big]["per_auction_cpu_us"] / axis[ads]["per_auction_cpu_us"]
         out.append([f"{big:,} advertisers within 3 x the per-auction cost at {ads}",
-                    f"{ratio:.1f} x ({axis[big]['per_auction_cpu_us']:.1f} vs {axis[ads]['per_auction_cpu_us']:.1f} CPU µs per auction, "
-                    f"{res['config']['ads_axis_fixed'][0]:,} users)", "met" if ratio <= 3 else "missed"])
+                    f"{cost_ratio:.1f} x ({axis[big]['per_auction_cpu_us']:.1f} vs {axis[ads]['per_auction_cpu_us']:.1f} CPU µs per auction, "
+                    f"{res['config']['ads_axis_fixed'][0]:,} users)", "met" if cost_ratio <= 3 else "missed"])
     else:
         out.append([f"{big:,} advertisers within 3 x the per-auction cost at {ads}", "not measured", "-"])
     sd = res.get("singles_day")
