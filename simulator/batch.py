@@ -388,9 +388,10 @@ def executor(workers: int | None, scheduler: Any) -> Iterator[tuple[cf.Executor,
         if not isinstance(scheduler, str):  # a Client the caller made (and closes)
             client = scheduler
         elif scheduler == "local":
+            stack.enter_context(_quiet_logger("distributed"))
             cluster = stack.enter_context(
                 distributed.LocalCluster(
-                    n_workers=max(1, n), threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+                    n_workers=max(1, n), threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
                 )
             )
             client = stack.enter_context(distributed.Client(cluster))
@@ -401,6 +402,18 @@ def executor(workers: int | None, scheduler: Any) -> Iterator[tuple[cf.Executor,
                 raise BatchError([f"--scheduler: cannot connect to {scheduler} ({exc})"]) from None
         threads = sum(client.nthreads().values())
         yield client.get_executor(pure=False), max(4, 2 * threads)
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str, level: int = logging.WARNING) -> Iterator[None]:
+    """A LocalCluster started for one batch should not chat on stderr at INFO level."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(max(level, before))
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 # ----------------------------------------------------------------------------- the batch
