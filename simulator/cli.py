@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -72,7 +73,8 @@ def check_out(out: Path) -> None:
 
 def safe_name(name: str) -> str:
     """A folder name from a scenario name that cannot leave the output folder."""
-    cleaned = "".join(ch if (ch.isalnum() or ch in "-_.") else "_" for ch in name).strip("._")
+    cleaned = "".join(ch if (ch.isalnum() or ch in "-_.") else "_" for ch in name)
+    cleaned = re.sub(r"\.{2,}", ".", cleaned).strip("._-")  # no "..", no hidden or option-like names
     return cleaned[:80] or "scenario"
 
 
