@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import inspect
 import json
 import resource
 import sys
@@ -65,8 +66,11 @@ PARTS: list[tuple[str, str, str]] = [
     ("simulator.plots", "save_report", "output writing: report.png"),
 ]
 
+#: Functions found at run time (new public functions of ``simulator.kernels``): key -> part.
+EXTRA_PARTS: dict[str, str] = {}
+
 #: Order of the parts in reports.
-PART_ORDER = list(dict.fromkeys(p for _, _, p in PARTS))
+PART_ORDER = list(dict.fromkeys([*(p for _, _, p in PARTS[:5]), "eligibility and ranking (other simulator.kernels functions)", *(p for _, _, p in PARTS[5:])]))
 
 
 def vm_hwm_mb() -> float:
@@ -158,6 +162,28 @@ def instrument(timer: Timer) -> tuple[dict[str, bool], list[tuple[Any, str, Any]
                             undo.append((other, k, orig))
                             setattr(other, k, wrapped)
         found[key] = True
+    # Public Python functions of the kernels module not named above (the engine is being optimized:
+    # new kernels appear); numba dispatchers are left alone (compiled callers resolve them statically).
+    try:
+        kernels = importlib.import_module("simulator.kernels")
+    except ImportError:
+        kernels = None
+    if kernels is not None:
+        named = {attr for mod, attr, _ in PARTS if mod == "simulator.kernels"}
+        for name, fn in list(vars(kernels).items()):
+            if name.startswith("_") or name in named or not inspect.isfunction(fn) or fn.__module__ != kernels.__name__:
+                continue
+            key = f"kernels.{name}"
+            EXTRA_PARTS[key] = "eligibility and ranking (other simulator.kernels functions)"
+            undo.append((kernels, name, fn))
+            wrapped = timer.wrap(key, fn)
+            setattr(kernels, name, wrapped)
+            for other in list(sys.modules.values()):
+                if getattr(other, "__name__", "").startswith("simulator") and other is not kernels:
+                    for k, v in list(vars(other).items()):
+                        if v is fn:
+                            undo.append((other, k, fn))
+                            setattr(other, k, wrapped)
     return found, undo
 
 
@@ -168,6 +194,8 @@ def restore(undo: list[tuple[Any, str, Any]]) -> None:
 
 
 def part_of(key: str) -> str:
+    if key in EXTRA_PARTS:
+        return EXTRA_PARTS[key]
     for modname, attr, part in PARTS:
         k = f"{modname.rsplit('.', 1)[-1]}.{attr}" if "." not in attr else attr
         if k == key:
