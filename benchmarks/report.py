@@ -90,10 +90,14 @@ def plots(res: dict[str, Any], img_dir: Path) -> dict[str, str]:
     e2e = res.get("e2e") or res.get("engine_headline")
     if e2e and not e2e.get("skipped"):
         bars.append(("engine\nend to end", e2e["auctions_per_cpu_s"]))
+    same = [q for q in _ok(res.get("users_axis")) if q["users"] == users and q["advertisers"] == ads]
+    if same:
+        bars.append((f"engine Market.run\n({same[0]['days']} day, in-process)", same[0]["auctions_per_cpu_s"]))
     if bars:
-        fig, ax = plt.subplots(figsize=(7, 3.6))
-        ax.bar([b[0] for b in bars], [b[1] for b in bars], color=["grey", "tab:blue", "tab:blue", "tab:orange"][: len(bars)])
+        fig, ax = plt.subplots(figsize=(8, 3.8))
+        ax.bar([b[0] for b in bars], [b[1] for b in bars], color=["grey", "tab:blue", "tab:blue", "tab:orange", "tab:orange"][: len(bars)])
         ax.set_yscale("log")
+        ax.set_ylim(min(b[1] for b in bars) / 3, max(b[1] for b in bars) * 3)
         ax.set_ylabel("auctions per CPU second")
         ax.set_title(f"{ads} advertisers; engine at {users:,} users x {days} days", fontsize=10)
         for i, b in enumerate(bars):
