@@ -74,7 +74,7 @@ class Config:
     ads_axis_fixed: tuple[int, int]  # users, days
     days_axis: list[int]
     days_axis_fixed: tuple[int, int]  # users, advertisers
-    python_sessions: int = 2_000
+    python_sessions: int = 3_000
     kernel_sessions: int = 300_000
     max_point_s: float = 300.0
     max_rss_gb: float = 8.0
@@ -363,7 +363,7 @@ def run_suite(cfg: Config, work: Path) -> dict[str, Any]:
     refs: dict[str, Any] = {}
     for n_ads in sorted({ads, cfg.big_ads}):
         n_py = cfg.python_sessions if n_ads <= 200 else max(50, cfg.python_sessions * 100 // n_ads)
-        n_k = cfg.kernel_sessions if n_ads <= 200 else max(10_000, cfg.kernel_sessions * 100 // n_ads)
+        n_k = cfg.kernel_sessions if n_ads <= 200 else max(min(cfg.kernel_sessions, 30_000), cfg.kernel_sessions * 100 // n_ads)
         ck = min(chunk, max(1_000, 4_000_000 // n_ads))
         runs = [child(["python_ref", "--ads", str(n_ads), "--sessions", str(n_py)], cfg, 600) for _ in range(cfg.repeats)]
         refs[f"python_{n_ads}"] = median_of(runs) | {"advertisers": n_ads}
