@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from simulator import Market
-from simulator.strategy.pacing import AdaptivePacer, EvenPacer, PaceState, PidPacer
 from simulator.scenario import PacingParams
+from simulator.strategy.pacing import AdaptivePacer, EvenPacer, PaceState, PidPacer
 from tests.conftest import make_scenario
 
 CATS = ["fashion", "food", "travel", "beauty", "home", "tech"]

@@ -277,19 +277,21 @@ def test_bad_pacing_parameters_name_the_field(pacing: dict[str, Any], field: str
 
 @pytest.mark.slow
 def test_target_cpa_bidder_meets_its_target_on_a_stationary_market() -> None:
-    """A CPC bidder whose CPA starts ~25 % above target steers down to it.
+    """A CPC bidder whose CPA starts ~45 % above target steers down to it.
 
     Stationary: fixed quality and predictions, no season, purchase intent held
     at 3x all run long (so a 5,000-user market gives ~40 conversions a day).
     Over the last five days the CPA must be within the sampling noise of the
     target: |log(CPA / target)| < tolerance (0.05) + 2.5 / sqrt(conversions).
+    (Brand familiarity makes CPA drift down as the audience warms up, so the
+    controller also has to follow a slowly moving market.)
     """
     cats = ["fashion", "food", "travel", "beauty", "home", "tech"]
     competitors = [
         {"name": f"comp{i}", "category": cats[i % 6], "campaigns": [{"name": "c", "bid": {"type": "CPC", "amount": 1.0 + 0.6 * i}, "budget": {"daily": 1e6}}]}
         for i in range(8)
     ]
-    target, days, tail = 15.0, 10, 5
+    target, days, tail = 10.0, 10, 5
     focal_adv = {
         "name": "focal",
         "category": "beauty",
