@@ -143,24 +143,36 @@ class Feed:
         # A random column order per batch: the kernels break ties by column, so ties go at random.
         cols = cols[rng.permutation(cols.size)]
         camp = book.ad_camp[cols]
-        # --- targeting (the auctions a campaign is eligible for; impression-share base)
-        targeting = self._targeting(users, camp)
-        # --- the rest of eligibility: budget left, frequency cap, creative split, pacing and quality gate
-        eligible = targeting & ~book.camp_exhausted[camp][None, :]
-        freq = self.freq[users][:, cols]
-        if self.cap > 0:
-            eligible &= freq < self.cap
+        # --- eligibility inputs: targeting groups and audience lists, creative split, pacing and quality gate
+        groups, col_group = np.unique(self.camp_group[camp], return_inverse=True)
+        admitted = self.group_seg_ok[groups].T[pop.segment[users]]  # (S, G)
+        bits = self.group_bits[groups]
+        if (bits != 0).any():
+            admitted &= ((pop.interest_bits[users][:, None] & bits[None, :]) != 0) | (bits == 0)[None, :]
+        aud_cols = np.flatnonzero(book.camp_audience_mode[camp] != 0)
+        audience = np.ones((n_s, aud_cols.size), dtype=bool)
+        col_audience = np.full(cols.size, -1, dtype=np.int32)
+        for i, j in enumerate(aud_cols):
+            c = camp[j]
+            col_audience[j] = i
+            if book.camp_audience_mode[c] > 0:
+                audience[:, i] &= members(users, book.camp_audience[c])
+            if book.camp_exclusion[c] is not None:
+                audience[:, i] &= ~members(users, book.camp_exclusion[c])
         camps, first_col, n_cols = np.unique(camp, return_index=True, return_counts=True)
-        for c in camps[n_cols > 1]:
+        multi = camps[n_cols > 1]
+        picks = np.zeros((n_s, multi.size), dtype=np.int8)
+        col_multi = np.full(cols.size, -1, dtype=np.int32)
+        col_slot = np.zeros(cols.size, dtype=np.int8)
+        for m, c in enumerate(multi):
             js = np.flatnonzero(camp == c)
             cw = np.cumsum(book.ad_weight[cols[js]])
-            pick = np.minimum(np.searchsorted(cw, rng.random(n_s) * cw[-1], side="right"), js.size - 1)
-            eligible[:, js] &= pick[:, None] == np.arange(js.size)[None, :]
-        share = book.camp_throttle[camp] * self._gate[cols]
-        partial = np.flatnonzero(share < 1.0)
-        if partial.size:
-            x = rng.random(n_s, dtype=np.float32)[:, None] + rng.random(partial.size, dtype=np.float32)[None, :]
-            eligible[:, partial] &= (x - np.floor(x)) < share[partial].astype(np.float32)[None, :]
+            picks[:, m] = np.minimum(np.searchsorted(cw, rng.random(n_s) * cw[-1], side="right"), js.size - 1)
+            col_multi[js] = m
+            col_slot[js] = np.arange(js.size)
+        share = (book.camp_throttle[camp] * self._gate[cols]).astype(np.float32)
+        u_part = rng.random(n_s, dtype=np.float32)
+        phase = rng.random(cols.size, dtype=np.float32)
         # --- Ad Rank = value x QS / 10, value = bid x multipliers x predicted rate of the billing event
         q = self.quality
         bill = book.camp_bill[camp]
@@ -173,12 +185,16 @@ class Feed:
         per_event = book.camp_bid_eff[camp] * book.camp_mult[camp] * book.camp_hour_mult[camp, hour] * book.camp_pace_mult[camp]
         dev = book.camp_dev_mult[camp]
         device_mult = dev if np.any(dev != 1.0) else None
-        qs_factor = q.qs[cols] / 10.0
-        lift = self.user_lift[users][:, book.ad_topic[cols]]
         device = pop.device[users]
-        order, sorted_ranks = kernels.rank_top(
-            eligible, lift, device, per_event, device_mult, base_rate, lift_power, qs_factor, self.n_slots, self.floor
-        )
+        batch = kernels.Batch(
+            users=users, device=device, admitted=admitted, audience=audience, picks=picks, u_part=u_part,
+            col_group=col_group.astype(np.int32), col_audience=col_audience,
+            exhausted=book.camp_exhausted[camp], col_ad=cols, cap=self.cap, col_multi=col_multi,
+            col_slot=col_slot, share=share, phase=phase, col_topic=book.ad_topic[cols], freq=self.freq,
+            user_lift=self.user_lift, per_event=per_event, device_mult=device_mult, base_rate=base_rate,
+            lift_power=lift_power, qs_factor=q.qs[cols] / 10.0, n_slots=self.n_slots, floor=self.floor,
+        )  # fmt: skip
+        order, sorted_ranks = kernels.select(batch)
         paid = auction.rank_prices(self.mechanism, sorted_ranks, self.view, self.floor)
         s_idx, k_idx = np.nonzero(order[:, : self.n_slots] >= 0)  # row-major: time order
         j = order[s_idx, k_idx]
@@ -198,7 +214,7 @@ class Feed:
             vertical=book.ad_vertical[ads],
             landing=book.camp_landing[imp_camp],
             view=self.view[k_idx],
-            frequency=freq[s_idx, j].astype(np.float64),
+            frequency=self.freq[imp_users, ads].astype(np.float64),
             wear=np.log1p(10.0 * book.ad_impressions_total[ads] / pop.n),
             intent=cond.intent,
             order_value_mean=book.camp_value[imp_camp],
@@ -224,19 +240,25 @@ class Feed:
             keep = np.ones(ads.size, dtype=bool)
         billed = np.where(over, 0, amount)
         if self.trace is not None:
+            eligible, lift = kernels.eligibility(batch)
             self.trace.append(
                 {
                     "eligible": eligible, "lift": lift, "device": device, "per_event": per_event,
                     "device_mult": device_mult, "base_rate": base_rate, "lift_power": lift_power,
-                    "qs_factor": qs_factor, "n_slots": self.n_slots, "floor": self.floor, "view": self.view,
+                    "qs_factor": batch.qs_factor, "n_slots": self.n_slots, "floor": self.floor, "view": self.view,
                     "mechanism": self.mechanism, "order": order, "sorted_ranks": sorted_ranks, "prices": prices,
                     "s_idx": s_idx, "k_idx": k_idx, "camp": camp, "event": event, "remaining": remaining,
                     "billed": billed, "over": over, "n_used": n_used,
                 }
             )  # fmt: skip
-        # --- commit the sessions up to the cut
-        self.ledger.record_eligible(camps, targeting[:n_used, first_col].sum(axis=0))
-        lift_imp = lift[s_idx, j].astype(np.float64)
+        # --- commit the sessions up to the cut; impression share counts the auctions targeting admitted
+        committed = admitted[:n_used]
+        targeted = committed.sum(axis=0)[col_group[first_col]]
+        for i, j0 in enumerate(first_col):
+            if col_audience[j0] >= 0:
+                targeted[i] = (committed[:, col_group[j0]] & audience[:n_used, col_audience[j0]]).sum()
+        self.ledger.record_eligible(camps, targeted)
+        lift_imp = self.user_lift[imp_users, book.ad_topic[ads]].astype(np.float64)
         if not keep.all():
             ads, k_idx, imp_users, imp_camp = ads[keep], k_idx[keep], imp_users[keep], imp_camp[keep]
             billed, over, amount, rel_obs, lift_imp = billed[keep], over[keep], amount[keep], rel_obs[keep], lift_imp[keep]
@@ -265,26 +287,6 @@ class Feed:
         done = camps[(book.remaining_micro()[camps] <= 0) & ~book.camp_exhausted[camps]]
         self._exhaust(done, hour, "spent")
         return n_used
-
-    def _targeting(self, users: np.ndarray, camp: np.ndarray) -> np.ndarray:
-        """(S, A) bool: the campaign's demographic, interest and audience targeting admits the user.
-
-        Campaigns with the same demographic and interest targeting share one column of work.
-        """
-        book, pop = self.book, self.population
-        groups, inverse = np.unique(self.camp_group[camp], return_inverse=True)
-        admitted = self.group_seg_ok[groups].T[pop.segment[users]]  # (S, G)
-        bits = self.group_bits[groups]
-        if (bits != 0).any():
-            admitted &= ((pop.interest_bits[users][:, None] & bits[None, :]) != 0) | (bits == 0)[None, :]
-        targeting = admitted[:, inverse]
-        for j in np.flatnonzero(book.camp_audience_mode[camp] != 0):
-            c = camp[j]
-            if book.camp_audience_mode[c] > 0:
-                targeting[:, j] &= members(users, book.camp_audience[c])
-            if book.camp_exclusion[c] is not None:
-                targeting[:, j] &= ~members(users, book.camp_exclusion[c])
-        return targeting
 
     def _exhaust(self, campaigns: np.ndarray, hour: int, how: str) -> None:
         book = self.book

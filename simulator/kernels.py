@@ -22,6 +22,7 @@ the tie break random).  Ads ranked below ``floor`` (or not eligible) win nothing
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -77,12 +78,12 @@ def rank_top_numpy(
 
 if numba is not None:
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
+    @numba.njit(cache=True, nogil=True)
     def _rank_top_kernel(eligible, lift, device, per_event, device_mult, has_device, base_rate, lift_power, qs_factor, width, floor):  # noqa: ANN001, ANN202
         n_s, n_a = eligible.shape
         order = np.full((n_s, width), -1, dtype=np.int32)
         sorted_ranks = np.zeros((n_s, width))
-        for s in numba.prange(n_s):
+        for s in range(n_s):
             count = 0
             dev = device[s]
             for j in range(n_a):
@@ -130,7 +131,7 @@ def rank_top_numba(
     n_slots: int,
     floor: float,
 ) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
-    """Fused, parallel version of :func:`rank_top_numpy` (identical results)."""
+    """Compiled version of :func:`rank_top_numpy` (identical results)."""
     has_device = device_mult is not None
     dm = np.ascontiguousarray(device_mult.T) if has_device else np.ones((2, per_event.size))
     return _rank_top_kernel(
@@ -153,3 +154,173 @@ def rank_top(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
     if HAVE_NUMBA:
         return rank_top_numba(*args, **kwargs)
     return rank_top_numpy(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Eligibility fused with ranking: one pass per session over the ads, no (sessions x ads) matrices.
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """Everything the auction of one batch of sessions needs (S sessions, A ad columns).
+
+    Per session: ``users`` (int32), ``device`` (int8), ``admitted`` (S, G) bool, whether each
+    targeting group admits the user; ``audience`` (S, N) bool for the N columns with an audience
+    list; ``picks`` (S, M) int8, the creative drawn for each of M multi-creative campaigns;
+    ``u_part`` (S,) float32, the session's participation draw.
+    Per column: ``col_group``, ``col_audience`` (-1: none), ``exhausted``, ``col_ad`` (the ad's
+    row in ``freq``), ``col_multi`` (-1: single creative) and ``col_slot`` (its creative number),
+    ``share`` and ``phase`` (float32: the column enters when frac(u_part + phase) < share),
+    ``col_topic`` (column of ``user_lift``), and the rank inputs of :func:`rank_top_numpy`.
+    Tables: ``freq`` (n_users, n_ads) uint8 impressions today, ``user_lift`` (n_users, C) float32.
+    """
+
+    users: NDArray[np.int32]
+    device: NDArray[np.int8]
+    admitted: NDArray[np.bool_]
+    audience: NDArray[np.bool_]
+    picks: NDArray[np.int8]
+    u_part: NDArray[np.float32]
+    col_group: NDArray[np.int32]
+    col_audience: NDArray[np.int32]
+    exhausted: NDArray[np.bool_]
+    col_ad: NDArray[np.int32]
+    cap: int
+    col_multi: NDArray[np.int32]
+    col_slot: NDArray[np.int8]
+    share: NDArray[np.float32]
+    phase: NDArray[np.float32]
+    col_topic: NDArray[np.int32]
+    freq: NDArray[np.uint8]
+    user_lift: NDArray[np.float32]
+    per_event: NDArray[np.float64]
+    device_mult: NDArray[np.float64] | None
+    base_rate: NDArray[np.float64]
+    lift_power: NDArray[np.int8]
+    qs_factor: NDArray[np.float64]
+    n_slots: int
+    floor: float
+
+
+def eligibility(b: Batch) -> tuple[NDArray[np.bool_], NDArray[np.float32]]:
+    """The (S, A) eligibility mask and relevance lift of a batch, as whole matrices (numpy)."""
+    eligible = b.admitted[:, b.col_group]
+    for j in np.flatnonzero(b.col_audience >= 0):
+        eligible[:, j] &= b.audience[:, b.col_audience[j]]
+    eligible &= ~b.exhausted[None, :]
+    if b.cap > 0:
+        eligible &= b.freq[b.users][:, b.col_ad] < b.cap
+    for j in np.flatnonzero(b.col_multi >= 0):
+        eligible[:, j] &= b.picks[:, b.col_multi[j]] == b.col_slot[j]
+    partial = np.flatnonzero(b.share < 1.0)
+    if partial.size:
+        x = b.u_part[:, None] + b.phase[partial][None, :]
+        frac = np.where(x >= np.float32(1.0), x - np.float32(1.0), x)
+        eligible[:, partial] &= frac < b.share[partial][None, :]
+    lift = b.user_lift[b.users][:, b.col_topic]
+    return eligible, lift
+
+
+def select_numpy(b: Batch) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
+    """Eligibility, Ad Rank and top slots with whole-matrix numpy (the reference path)."""
+    eligible, lift = eligibility(b)
+    return rank_top_numpy(
+        eligible, lift, b.device, b.per_event, b.device_mult, b.base_rate, b.lift_power, b.qs_factor, b.n_slots, b.floor
+    )
+
+
+if numba is not None:
+
+    def _select_body(  # noqa: ANN202, PLR0913
+        users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
+        col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
+        base_rate, lift_power, qs_factor, width, floor,
+    ):  # fmt: skip  # noqa: ANN001
+        n_s = users.shape[0]
+        n_a = per_event.shape[0]
+        one = np.float32(1.0)
+        order = np.full((n_s, width), -1, dtype=np.int32)
+        sorted_ranks = np.zeros((n_s, width))
+        for s in numba.prange(n_s):  # prange is a plain range in the serial compilation
+            u = users[s]
+            dev = device[s]
+            count = 0
+            for j in range(n_a):
+                if exhausted[j] or not admitted[s, col_group[j]]:
+                    continue
+                a = col_audience[j]
+                if a >= 0 and not audience[s, a]:
+                    continue
+                if cap > 0 and freq[u, col_ad[j]] >= cap:
+                    continue
+                m = col_multi[j]
+                if m >= 0 and picks[s, m] != col_slot[j]:
+                    continue
+                sh = share[j]
+                if sh < one:
+                    x = u_part[s] + phase[j]
+                    if x >= one:
+                        x = x - one
+                    if not (x < sh):
+                        continue
+                v = per_event[j]
+                if has_device:
+                    v = v * device_mult[dev, j]
+                lp = lift_power[j]
+                if lp == 0:
+                    rate = 1.0 * base_rate[j]
+                else:
+                    lf = np.float64(user_lift[u, col_topic[j]])
+                    rate = lf * base_rate[j]
+                    if lp == 2:
+                        rate = rate * lf
+                r = v * rate * qs_factor[j]
+                if not (r >= floor and r > 0.0):
+                    continue
+                if count == width and r <= sorted_ranks[s, width - 1]:
+                    continue
+                p = count if count < width else width - 1
+                while p > 0 and sorted_ranks[s, p - 1] < r:
+                    sorted_ranks[s, p] = sorted_ranks[s, p - 1]
+                    order[s, p] = order[s, p - 1]
+                    p -= 1
+                sorted_ranks[s, p] = r
+                order[s, p] = j
+                if count < width:
+                    count += 1
+        return order, sorted_ranks
+
+
+    _select_serial = numba.njit(parallel=False, cache=True, nogil=True)(_select_body)
+    _select_parallel = numba.njit(parallel=True, cache=True, nogil=True)(_select_body)
+
+#: Batches with at least this many (session, ad) pairs use all cores; smaller ones run on one
+#: thread (thread start-up and, on a busy machine, oversubscription cost more than they save).
+PARALLEL_PAIRS = 2_000_000
+
+
+def select_numba(b: Batch, parallel: bool | None = None) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
+    """Fused eligibility + rank + top slots; identical to :func:`select_numpy`.
+
+    ``parallel``: split sessions across cores (default: when the batch has ``PARALLEL_PAIRS``
+    pairs or more and numba may use more than one thread).
+    """
+    if parallel is None:
+        parallel = b.users.size * b.per_event.size >= PARALLEL_PAIRS and numba.get_num_threads() > 1
+    kernel = _select_parallel if parallel else _select_serial
+    has_device = b.device_mult is not None
+    dm = np.ascontiguousarray(b.device_mult.T) if has_device else np.ones((2, b.per_event.size))
+    return kernel(
+        b.users, b.device, np.ascontiguousarray(b.admitted), np.ascontiguousarray(b.audience),
+        np.ascontiguousarray(b.picks), b.u_part, b.col_group, b.col_audience, b.exhausted, b.col_ad, int(b.cap),
+        b.col_multi, b.col_slot, b.share, b.phase, b.col_topic, b.freq, b.user_lift,
+        np.ascontiguousarray(b.per_event, dtype=np.float64), dm, has_device,
+        np.ascontiguousarray(b.base_rate, dtype=np.float64), b.lift_power,
+        np.ascontiguousarray(b.qs_factor, dtype=np.float64), b.n_slots + 1, float(b.floor),
+    )  # fmt: skip
+
+
+def select(b: Batch) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
+    """The fastest available implementation (numba unless ``ADSIM_NUMBA=0``)."""
+    return select_numba(b) if HAVE_NUMBA else select_numpy(b)

@@ -128,3 +128,57 @@ def test_kernels_agree_on_random_markets():
         o2, r2 = kernels.rank_top_numba(*args)
         np.testing.assert_array_equal(o1, o2)
         np.testing.assert_array_equal(r1, r2)
+
+
+def _random_batch(rng, n_users=50, n_ads=12, n_s=40):
+    from simulator.kernels import Batch
+
+    n_groups = 3
+    multi_cols = rng.choice(n_ads, size=4, replace=False)
+    col_multi = np.full(n_ads, -1, dtype=np.int32)
+    col_slot = np.zeros(n_ads, dtype=np.int8)
+    col_multi[multi_cols[:2]] = 0
+    col_slot[multi_cols[:2]] = [0, 1]
+    col_multi[multi_cols[2:]] = 1
+    col_slot[multi_cols[2:]] = [0, 1]
+    col_audience = np.full(n_ads, -1, dtype=np.int32)
+    col_audience[rng.choice(n_ads, 2, replace=False)] = [0, 1]
+    return Batch(
+        users=rng.integers(0, n_users, n_s).astype(np.int32),
+        device=rng.integers(0, 2, n_s).astype(np.int8),
+        admitted=rng.random((n_s, n_groups)) < 0.8,
+        audience=rng.random((n_s, 2)) < 0.5,
+        picks=rng.integers(0, 2, (n_s, 2)).astype(np.int8),
+        u_part=rng.random(n_s, dtype=np.float32),
+        col_group=rng.integers(0, n_groups, n_ads).astype(np.int32),
+        col_audience=col_audience,
+        exhausted=rng.random(n_ads) < 0.1,
+        col_ad=rng.permutation(n_ads).astype(np.int32),
+        cap=int(rng.integers(0, 3)),
+        col_multi=col_multi,
+        col_slot=col_slot,
+        share=np.where(rng.random(n_ads) < 0.5, 1.0, rng.random(n_ads)).astype(np.float32),
+        phase=rng.random(n_ads, dtype=np.float32),
+        col_topic=rng.integers(0, 4, n_ads).astype(np.int32),
+        freq=rng.integers(0, 3, (n_users, n_ads)).astype(np.uint8),
+        user_lift=(rng.random((n_users, 4)) * 2).astype(np.float32),
+        per_event=rng.random(n_ads).round(2),
+        device_mult=rng.random((n_ads, 2)).round(1) + 0.5 if rng.random() < 0.5 else None,
+        base_rate=rng.random(n_ads) * 0.05,
+        lift_power=rng.integers(0, 3, n_ads).astype(np.int8),
+        qs_factor=rng.integers(1, 11, n_ads) / 10.0,
+        n_slots=int(rng.integers(1, 4)),
+        floor=float(rng.random() * 0.0005),
+    )
+
+
+def test_fused_selection_matches_the_numpy_path():
+    rng = np.random.default_rng(11)
+    for _ in range(30):
+        b = _random_batch(rng)
+        o1, r1 = kernels.select_numpy(b)
+        for parallel in (False, True):
+            o2, r2 = kernels.select_numba(b, parallel=parallel)
+            np.testing.assert_array_equal(o1, o2)
+            np.testing.assert_array_equal(r1, r2)
+        assert (o1[:, 0] >= 0).any()  # the batches are not trivially empty
