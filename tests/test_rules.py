@@ -325,7 +325,7 @@ def test_target_cpa_bidder_meets_its_target_on_a_stationary_market() -> None:
     conv = end["conversions"].sum()
     cpa = end["spend"].sum() / conv
     assert abs(np.log(cpa / target)) < 0.05 + 2.5 / np.sqrt(conv), f"CPA {cpa:.2f} on {conv} conversions vs {target}"
-    assert f["bid_multiplier"].iloc[-1] < 0.9
+    assert f["bid_multiplier"].min() < 0.8  # it got there by lowering bids while over target
 
 
 def test_all_rules_scenario_uses_every_rule_and_pacer_and_runs() -> None:
