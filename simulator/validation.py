@@ -370,7 +370,7 @@ def pacing_scenario(pacing: str, days: int, budget: float, bid_scale: float = 1.
         "name": "validation_pacing",
         "seed": seed,
         "days": days,
-        "population": {"users": 4_000, "interest_concentration": 5.0},
+        "population": {"users": 3_000, "interest_concentration": 5.0},
         "traffic": {
             "sessions_per_user_per_day": 3.0, "ad_slots": 1, "view_factors": [1.0], "frequency_cap": 0,
             "chunks_per_hour": chunks, **FLAT_TRAFFIC,
@@ -394,7 +394,7 @@ def _paced_spend_rate(bid_scale: float, days: int, seed: int) -> tuple[float, fl
     return float(spend.mean()), float(spend.std(ddof=1) / math.sqrt(spend.size))
 
 
-def fixed_point_multiplier(target: float, days: int = 1, seed: int = 11, evals: int = 4) -> tuple[float, float]:
+def fixed_point_multiplier(target: float, days: int = 1, seed: int = 11, evals: int = 3) -> tuple[float, float]:
     """The bid multiplier m* at which the paced campaign's expected hourly spend is ``target``.
 
     Balseiro and Gur's dual optimum in this market: found by the regula falsi
@@ -427,8 +427,13 @@ def fixed_point_multiplier(target: float, days: int = 1, seed: int = 11, evals: 
     return m, se / slope if slope > 0 else float("nan")
 
 
-def check_adaptive_pacing(days: int = 6, settle_days: int = 2, budget: float = 60.0) -> list[Check]:
-    """The adaptive controller spends budget / horizon per period, lasts the day, and settles at m*."""
+def check_adaptive_pacing(days: int = 6, settle_days: int = 2, budget: float = 45.0) -> list[Check]:
+    """The adaptive controller spends budget / horizon per period, lasts the day, and settles at m*.
+
+    The market is stationary, and its rival's rank varies smoothly across users (interest
+    concentration 5): with the default, very focused interests many users share one relevance
+    lift, the paced campaign's spend jumps at one multiplier, and the controller chatters around it.
+    """
     scen = pacing_scenario("adaptive", days, budget)
     tables, mults = _run_market(scen, record=True)
     assert mults is not None
@@ -445,7 +450,9 @@ def check_adaptive_pacing(days: int = 6, settle_days: int = 2, budget: float = 6
         f"horizon = a day; days {settle_days + 1}..{days} after the start-up"
     )
     last6 = spend[:, 18:].sum(axis=1)
-    se_last6 = float(last6.std(ddof=1) / math.sqrt(last6.size)) if last6.size > 1 else float("nan")
+    # SE from the hour-to-hour spread (as for the first row), not from the few day totals, whose
+    # sample sd has only (days - 1) degrees of freedom: 6 independent hours a day, last6.size days.
+    se_last6 = float(spend[:, 18:].std(ddof=1) * math.sqrt(6) / math.sqrt(last6.size))
     # Hour of the day from which the budget is gone: the first hour with cumulative spend >= budget - 1 cent.
     cum = np.cumsum(spend, axis=1)
     out_hour = np.where((cum >= budget - 0.01).any(axis=1), np.argmax(cum >= budget - 0.01, axis=1), 24)
@@ -474,7 +481,8 @@ def check_adaptive_pacing(days: int = 6, settle_days: int = 2, budget: float = 6
             budget * 6 / 24,
             float(last6.mean()),
             3 * se_last6,
-            note=f"3 SE of the mean over {last6.size} days, SE = {se_last6:.2g}",
+            note=f"3 SE of the mean over {last6.size} days, SE = {se_last6:.2g} from the hour-to-hour spread "
+            "(hours as independent: conservative)",
         ),
         Check(
             "adaptive pacing: the budget is not exhausted before the last hour",
