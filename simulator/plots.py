@@ -128,6 +128,25 @@ def _div(a: Any, b: Any) -> Any:
     return a / b if b else np.nan
 
 
+def _active(daily: pd.DataFrame) -> pd.DataFrame:
+    """The rows with their budget and quality blanked (NaN) on days the campaign was not in the market.
+
+    A campaign is out of the market on a day when no auction admitted it and it
+    served nothing (before its start date, after its end, or all its creatives
+    in review); its budget that day was never available, so it must not count
+    as budget left unspent.
+    """
+    if "eligible_auctions" not in daily:
+        return daily
+    out = (daily["eligible_auctions"] == 0) & (daily["impressions"] == 0)
+    if not out.any():
+        return daily
+    cols = ["daily_budget", "quality_score", *[c for c in FACTOR_COLUMNS if c in daily]]
+    d = daily.copy()
+    d.loc[out, cols] = np.nan
+    return d
+
+
 def top_advertisers(daily: pd.DataFrame, n: int = 6) -> list[str]:
     """The ``n`` advertisers with the most spend over the table (ties by name)."""
     spend = daily.groupby("advertiser")["spend"].sum()
@@ -151,6 +170,15 @@ def _spread_labels(y: np.ndarray, min_gap: float) -> np.ndarray:
     shift = (placed.mean() - out[order].mean()) if len(placed) else 0.0
     out[order] = placed - shift
     return out
+
+
+def _last_point(x: pd.DatetimeIndex, y: pd.Series) -> tuple[Any, float]:
+    """The last point of a series with a value (a campaign may leave the market before the run ends)."""
+    ok = np.isfinite(y.to_numpy(dtype=float))
+    if not ok.any():
+        return (None, np.nan)
+    i = int(np.flatnonzero(ok)[-1])
+    return (x[i], float(y.iloc[i]))
 
 
 def _label_line_ends(ax: Axes, ends: dict[str, tuple[Any, float]], colors: dict[str, str], fontsize: float = 7) -> None:
@@ -283,7 +311,7 @@ def plot_spend_vs_budget(daily: pd.DataFrame, advertiser: str | None = None, n: 
     ncols = 1 if len(names) == 1 else (2 if len(names) <= 4 else 3)
     nrows = max(1, int(np.ceil(len(names) / ncols)))
     axes = _split(ax, nrows, ncols, figsize=(4 * ncols, 2.4 * nrows), sharex=True)
-    by = daily.groupby(["advertiser", "date"], as_index=False)[["spend", "daily_budget"]].sum()
+    by = _active(daily).groupby(["advertiser", "date"], as_index=False)[["spend", "daily_budget"]].sum(min_count=1)
     for i, a in enumerate(axes):
         if i >= len(names):
             a.axis("off")
@@ -331,9 +359,10 @@ def plot_price(daily: pd.DataFrame, metric: str = "cpm", events: pd.DataFrame | 
         if annotate and len(finite) > 1:
             i = int(np.nanargmax(y.to_numpy()))
             base = float(finite.iloc[0])
-            change = f" ({top / base - 1:+.0%} vs day 1)" if base > 0 else ""
-            ax.annotate(f"max {top:,.2f}{change}", xy=(x[i], top), xytext=(0, 6), textcoords="offset points",
-                        ha="center", fontsize=7, color=MARKET_COLOR)  # fmt: skip
+            change = f", {top / base - 1:+.0%} vs first day" if base > 0 and i > 0 else ""
+            ha = "left" if i < len(x) * 0.25 else ("right" if i > len(x) * 0.75 else "center")
+            ax.annotate(f"max {top:,.2f} on {g.index[i]:%d %b}{change}", xy=(x[i], top), xytext=(0, 6),
+                        textcoords="offset points", ha=ha, fontsize=7, color=MARKET_COLOR)  # fmt: skip
     _yuan_axis(ax, decimals=0 if metric in ("cpm", "cpa") else 2)
     ax.tick_params(labelsize=7)
     _date_axis(ax)
@@ -396,18 +425,18 @@ def plot_quality(daily: pd.DataFrame, n: int = 6, ax: Axes | None = None, min_qu
     ax = _ax(ax)
     names = top_advertisers(daily, n)
     colors = advertiser_colors(names)
+    daily = _active(daily)
     w = daily["impressions"].clip(lower=0).astype(float)
-    w = w.where(w > 0, 1.0)  # a day without impressions: plain mean of its campaigns
-    d = daily.assign(_w=w, _qw=daily["quality_score"] * w)
+    w = w.where(w > 0, 1.0).where(daily["quality_score"].notna(), 0.0)  # no impressions: plain mean of its campaigns
+    d = daily.assign(_w=w, _qw=daily["quality_score"].fillna(0) * w)
     g = d.groupby(["advertiser", "date"])[["_w", "_qw"]].sum()
-    qs = (g["_qw"] / g["_w"]).rename("qs").reset_index()
+    qs = (g["_qw"] / g["_w"].where(g["_w"] > 0)).rename("qs").reset_index()
     ends = {}
     for name in names:
         s = qs[qs["advertiser"] == name]
         x = _noon(s["date"])
         ax.plot(x, s["qs"], color=colors[name], linewidth=1.6, label=name)
-        if len(s):
-            ends[name] = (x[-1], float(s["qs"].iloc[-1]))
+        ends[name] = _last_point(x, s["qs"])
     vals = qs.loc[qs["advertiser"].isin(names), "qs"].to_numpy()
     lo = max(1.0, np.floor(np.nanmin(vals)) - 1.0) if vals.size else 1.0
     hi = min(10.0, np.ceil(np.nanmax(vals)) + 1.0) if vals.size else 10.0
@@ -505,8 +534,7 @@ def plot_factors(daily: pd.DataFrame, advertiser: str | None = None, ax: Axes | 
     for col in FACTOR_COLUMNS:
         lab = FACTOR_LABELS[col]
         ax.plot(x, f[col], color=colors[lab], label=lab, linewidth=1.5)
-        if len(f):
-            ends[lab] = (x[-1], float(f[col].iloc[-1]))
+        ends[lab] = _last_point(x, f[col])
     ax.set_ylim(0, 1)
     ax.set_title(f"Quality factors of {name} (0-1)", fontsize=10)
     ax.set_ylabel("factor score", fontsize=8)
@@ -532,8 +560,7 @@ def plot_impression_share(daily: pd.DataFrame, n: int = 6, ax: Axes | None = Non
         d = g[g["advertiser"] == name]
         x = _noon(d["date"])
         ax.plot(x, d["share"], color=colors[name], label=name, linewidth=1.5)
-        if len(d):
-            ends[name] = (x[-1], float(d["share"].iloc[-1]))
+        ends[name] = _last_point(x, d["share"])
     if events is not None:
         mark_events(ax, events, labels=False)
     ax.set_ylim(0, 1)
@@ -599,7 +626,7 @@ def kpi_rows(daily: pd.DataFrame, n: int = 8) -> pd.DataFrame:
     from simulator.results import kpi_table
 
     k = kpi_table(daily)
-    budget = daily.groupby("advertiser")["daily_budget"].sum()
+    budget = _active(daily).groupby("advertiser")["daily_budget"].sum()  # budget of the days it was in the market
     k["budget_used"] = k["spend"] / budget.reindex(k.index).where(lambda s: s > 0)
     if "eligible_auctions" in daily:
         el = daily.groupby("advertiser")[["impressions", "eligible_auctions"]].sum()
@@ -619,7 +646,7 @@ def kpi_rows(daily: pd.DataFrame, n: int = 8) -> pd.DataFrame:
         "cpc": _div(tot["spend"], tot["clicks"]),
         "cpa": _div(tot["spend"], tot["conversions"]),
         "roas": _div(tot["order_value"], tot["spend"]),
-        "budget_used": _div(tot["spend"], daily["daily_budget"].sum()),
+        "budget_used": _div(tot["spend"], _active(daily)["daily_budget"].sum()),
     }
     if "eligible_auctions" in daily:
         market["impression_share"] = np.nan  # auctions overlap across advertisers: no market share

@@ -378,3 +378,24 @@ def test_explorer_model_steps_and_draws() -> None:
     assert page.component.name == "SolaraViz"
     assert set(page.kwargs["model_params"]) == set(viz.MODEL_PARAMS)
     assert len(page.kwargs["components"]) == 4
+
+
+def test_days_out_of_the_market_do_not_count_as_unspent_budget(daily: pd.DataFrame) -> None:
+    d = daily.copy()
+    first = (d["advertiser"] == "mid") & (d["date"] == DATES[0])
+    d.loc[first, ["impressions", "clicks", "conversions", "eligible_auctions", "spend"]] = 0  # not started yet
+    axes = plots.plot_spend_vs_budget(d, n=2)
+    assert axes[1].get_title() == "mid: 62% of budget spent"  # 250 of 2 x 200, not of 3 x 200
+    assert plots.kpi_rows(d, n=2).loc["mid", "budget_used"] == pytest.approx(250 / 400)
+    line = data_lines(plots.plot_quality(d, n=2))[1]
+    assert np.isnan(line.get_ydata()[0]) and np.isfinite(line.get_ydata()[1])
+
+
+def test_a_line_that_stops_early_is_still_named(daily: pd.DataFrame) -> None:
+    d = daily.copy()
+    last = (d["advertiser"] == "mid") & (d["date"] == DATES[-1])
+    d.loc[last, ["impressions", "clicks", "conversions", "eligible_auctions", "spend"]] = 0  # left the market
+    ax = plots.plot_quality(d, n=3)
+    labels = {t.get_text(): t.xy for t in ax.texts}
+    assert set(labels) == {"big", "mid", "small"}
+    assert labels["mid"][0] < labels["big"][0]  # at its own last day
