@@ -379,7 +379,9 @@ def run_suite(cfg: Config, work: Path) -> dict[str, Any]:
     log(f"end to end: {users:,} users x {ads} advertisers x {days} days")
     head_path = scenarios.write(scenarios.market(users, ads, days, chunks_per_hour=cfg.chunks_per_hour), work / "headline.toml")
     if cfg.e2e:
-        n = plan.repeats_for(users, ads, days)
+        # The headline gets up to 45 % of the budget for its repeats.
+        t_head = plan.seconds(users, ads, days)
+        n = next((k for k in range(cfg.repeats, 0, -1) if k * t_head <= 0.45 * cfg.budget_s), 1)
         if plan.allow("end to end (headline)", users, ads, days, n)[0]:
             runs = []
             for _ in range(n):
