@@ -375,6 +375,13 @@ def run_suite(cfg: Config, work: Path) -> dict[str, Any]:
             f"kernel {refs[f'kernel_argpartition_{n_ads}']['auctions_per_s']:,.0f}/s (argmax {refs[f'kernel_argmax_{n_ads}']['auctions_per_s']:,.0f}/s)")
     res["references"] = refs
 
+    # 1b. The small points of the users axis first: they calibrate the time model (and are reused below).
+    log("calibration: the small points of the users axis")
+    a_u, d_u = cfg.users_axis_fixed
+    for u in cfg.users_axis:
+        if u <= 100_000:
+            engine_point(cfg, plan, work, u, a_u, d_u, f"{u:,} users x {a_u} advertisers")
+
     # 2. End to end at the headline point: the CLI's whole run.
     log(f"end to end: {users:,} users x {ads} advertisers x {days} days")
     head_path = scenarios.write(scenarios.market(users, ads, days, chunks_per_hour=cfg.chunks_per_hour), work / "headline.toml")
