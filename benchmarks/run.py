@@ -322,6 +322,15 @@ def rates(d: dict[str, Any], seconds: float, cpu: float | None) -> dict[str, Any
     return d
 
 
+def failed(plan: Planner, label: str, exc: Exception) -> str:
+    """Record a point that failed (the engine is being edited while it is measured) and go on."""
+    lines = [x for x in str(exc).strip().splitlines() if x.strip()]
+    why = "failed: " + (lines[-1][:200] if lines else type(exc).__name__)
+    plan.skipped.append(f"{label}: {why}")
+    log(f"  {label}: {why}")
+    return why
+
+
 def engine_point(
     cfg: Config, plan: Planner, work: Path, users: int, ads: int, days: int, label: str,
     repeats: int | None = None, extra_env: dict[str, str] | None = None,
@@ -336,11 +345,17 @@ def engine_point(
         return {"users": users, "advertisers": ads, "days": days, "skipped": why}
     path = scenarios.write(scenarios.market(users, ads, days, chunks_per_hour=cfg.chunks_per_hour), work / f"u{users}_a{ads}_d{days}.toml")
     runs = []
-    for _ in range(n):
-        r = child(["engine", str(path)], cfg, timeout=max(60.0, 2.5 * plan.seconds(users, ads, days)), extra_env=extra_env)
-        rates(r, r["simulate_s"], r["simulate_cpu_s"])
-        runs.append(r)
-        plan.observe(users, ads, r["sessions"], r["simulate_s"] + r["setup_s"], r["peak_rss_mb"], days)
+    try:
+        for _ in range(n):
+            r = child(["engine", str(path)], cfg, timeout=max(60.0, 2.5 * plan.seconds(users, ads, days)), extra_env=extra_env)
+            rates(r, r["simulate_s"], r["simulate_cpu_s"])
+            runs.append(r)
+            plan.observe(users, ads, r["sessions"], r["simulate_s"] + r["setup_s"], r["peak_rss_mb"], days)
+    except RuntimeError as exc:
+        why = failed(plan, label, exc)
+        if not runs:
+            return {"users": users, "advertisers": ads, "days": days, "skipped": why}
+    n = len(runs)
     m = median_of(runs)
     m.update(users=users, advertisers=ads, days=days, per_auction_us=1e6 * m["simulate_s"] / max(1, m["sessions"]),
              per_auction_cpu_us=1e6 * m["simulate_cpu_s"] / max(1, m["sessions"]))
@@ -391,15 +406,19 @@ def run_suite(cfg: Config, work: Path) -> dict[str, Any]:
         n = next((k for k in range(cfg.repeats, 0, -1) if k * t_head <= 0.45 * cfg.budget_s), 1)
         if plan.allow("end to end (headline)", users, ads, days, n)[0]:
             runs = []
-            for _ in range(n):
-                r = cli_run(head_path, work, timeout=max(120.0, 3 * plan.seconds(users, ads, days)))
-                rates(r, r["wall_s"], r["cpu_s"])
-                if r.get("simulate_s"):
-                    r["run_auctions_per_s"] = r["sessions"] / r["simulate_s"]
-                runs.append(r)
-                plan.observe(users, ads, r["sessions"], r["wall_s"], r["peak_rss_mb"], days)
-                log(f"  {r['wall_s']:.1f} s wall, {r['auctions_per_s']:,.0f} auctions/s end to end, Market.run {r.get('simulate_s') or 0:.1f} s, RSS {r['peak_rss_mb']:,.0f} MB")
-            res["e2e"] = median_of(runs) | {"users": users, "advertisers": ads, "days": days}
+            try:
+                for _ in range(n):
+                    r = cli_run(head_path, work, timeout=max(120.0, 3 * plan.seconds(users, ads, days)))
+                    rates(r, r["wall_s"], r["cpu_s"])
+                    if r.get("simulate_s"):
+                        r["run_auctions_per_s"] = r["sessions"] / r["simulate_s"]
+                    runs.append(r)
+                    plan.observe(users, ads, r["sessions"], r["wall_s"], r["peak_rss_mb"], days)
+                    log(f"  {r['wall_s']:.1f} s wall, {r['auctions_per_s']:,.0f} auctions/s end to end, Market.run {r.get('simulate_s') or 0:.1f} s, RSS {r['peak_rss_mb']:,.0f} MB")
+            except RuntimeError as exc:
+                failed(plan, "end to end (headline)", exc)
+            if runs:
+                res["e2e"] = median_of(runs) | {"users": users, "advertisers": ads, "days": days}
     res["engine_headline"] = engine_point(cfg, plan, work, users, ads, days, "Market.run (headline)", repeats=1) if not cfg.e2e or cfg.name == "toy" else None
 
     # 3. Many advertisers vs 100 (same users and days): the per-auction cost ratio.
@@ -421,11 +440,14 @@ def run_suite(cfg: Config, work: Path) -> dict[str, Any]:
         ok, why = plan.allow("Singles' Day end to end", su, sa, sd, 1, singles=True)
         if ok:
             path = scenarios.write(scenarios.singles_day(su, sa, sd), work / "singles_day.toml")
-            r = cli_run(path, work, timeout=max(300.0, 3 * plan.seconds(su, sa, sd, singles=True)))
-            rates(r, r["wall_s"], r["cpu_s"])
-            plan.observe(su, sa, r["sessions"], r["wall_s"], r["peak_rss_mb"], sd)
-            res["singles_day"] = r | {"users": su, "advertisers": sa, "days": sd}
-            log(f"  {r['wall_s']:.1f} s wall, peak RSS {r['peak_rss_mb']:,.0f} MB")
+            try:
+                r = cli_run(path, work, timeout=max(300.0, 3 * plan.seconds(su, sa, sd, singles=True)))
+                rates(r, r["wall_s"], r["cpu_s"])
+                plan.observe(su, sa, r["sessions"], r["wall_s"], r["peak_rss_mb"], sd)
+                res["singles_day"] = r | {"users": su, "advertisers": sa, "days": sd}
+                log(f"  {r['wall_s']:.1f} s wall, peak RSS {r['peak_rss_mb']:,.0f} MB")
+            except RuntimeError as exc:
+                res["singles_day"] = {"users": su, "advertisers": sa, "days": sd, "skipped": failed(plan, "Singles' Day end to end", exc)}
         else:
             res["singles_day"] = {"users": su, "advertisers": sa, "days": sd, "skipped": why,
                                   "predicted_s": plan.seconds(su, sa, sd, singles=True)}
@@ -446,20 +468,28 @@ def run_suite(cfg: Config, work: Path) -> dict[str, Any]:
         log(f"parts: {pu:,} users x {pa} advertisers x {pd_} days")
         path = scenarios.write(scenarios.market(pu, pa, pd_, chunks_per_hour=cfg.chunks_per_hour), work / "parts.toml")
         runs = []
-        for i in range(n):
-            out = work / f"parts-run-{i}"
-            runs.append(child(["parts", str(path), str(out), *([] if cfg.report else ["--no-report"])], cfg, timeout=max(120.0, 3 * plan.seconds(pu, pa, pd_))))
-            shutil.rmtree(out, ignore_errors=True)
-        res["parts"] = summarize_parts(runs) | {"users": pu, "advertisers": pa, "days": pd_}
-        if cfg.memory_parts:
+        try:
+            for i in range(n):
+                out = work / f"parts-run-{i}"
+                runs.append(child(["parts", str(path), str(out), *([] if cfg.report else ["--no-report"])], cfg,
+                                  timeout=max(120.0, 3 * plan.seconds(pu, pa, pd_))))
+                shutil.rmtree(out, ignore_errors=True)
+        except RuntimeError as exc:
+            failed(plan, "parts", exc)
+        if runs:
+            res["parts"] = summarize_parts(runs) | {"users": pu, "advertisers": pa, "days": pd_}
+        if cfg.memory_parts and runs:
             mu, ma, md = cfg.memory_parts
             if plan.allow("parts memory (tracemalloc)", mu, ma, md, 3)[0]:
                 path = scenarios.write(scenarios.market(mu, ma, md), work / "parts_mem.toml")
                 out = work / "parts-mem"
-                r = child(["parts", str(path), str(out), "--trace-memory"], cfg, timeout=max(300.0, 6 * plan.seconds(mu, ma, md)))
+                try:
+                    r = child(["parts", str(path), str(out), "--trace-memory"], cfg, timeout=max(300.0, 6 * plan.seconds(mu, ma, md)))
+                    res["parts_memory"] = {"users": mu, "advertisers": ma, "days": md,
+                                           "peak_mb": {k: v["peak_mb"] for k, v in r["parts"].items()}}
+                except RuntimeError as exc:
+                    failed(plan, "parts memory (tracemalloc)", exc)
                 shutil.rmtree(out, ignore_errors=True)
-                res["parts_memory"] = {"users": mu, "advertisers": ma, "days": md,
-                                       "peak_mb": {k: v["peak_mb"] for k, v in r["parts"].items()}}
 
     # 7. Scaling in days.
     log("days axis")
