@@ -307,6 +307,24 @@ def fig_platforms(runs: Runs) -> tuple[str, str]:
     return "; ".join(parts), ", ".join(f"{k} {v:.2f}x" for k, v in peaks.items()) + " (largest day / budget)"
 
 
+def fig_generic(runs: Runs) -> tuple[str, str]:
+    """A scenario without its own figure: the market's headline numbers and the top spender."""
+    r = runs[0][1]
+    s = r.summary()
+    k = r.kpis()
+    shows = (
+        f"{s['days']} days: fill {s['fill_rate']:.0%}, CPM {s['cpm']:.1f} yuan, CPC {s['cpc']:.2f}, CPA {s['cpa']:.1f}, "
+        f"{r.events['kind'].nunique()} kinds of events logged; top spender {k.index[0]} ({k['spend'].iloc[0]:,.0f} yuan)"
+    )
+    return shows, f"CPM {s['cpm']:.1f} yuan, CPA {s['cpa']:.1f} yuan"
+
+
+def question_of(path: Path) -> str:
+    """The 'Answers: ...' sentence of a scenario's description."""
+    desc = tomllib.loads(path.read_text(encoding="utf-8")).get("description", "")
+    return desc.split("Answers:", 1)[1].strip() if "Answers:" in desc else desc.strip()[:120]
+
+
 #: scenario file stem -> (question, figure function); the table's order.
 TABLE: dict[str, tuple[str, Callable[[Runs], tuple[str, str]]]] = {
     "baseline": ("What does an ordinary week look like: prices, fill, quality, who wins?", fig_baseline),
@@ -330,6 +348,22 @@ def table(rows: list[tuple[str, str, str, str]]) -> str:
     return "\n".join(lines)
 
 
+def current_rows() -> list[tuple[str, str, str, str]]:
+    """The rows of the table now in the README."""
+    rows = []
+    for line in README.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"\| \[`([^`]+)`\]\([^)]*\) \| (.*?) \| (.*?) \| \*\*(.*)\*\* \|$", line)
+        if m:
+            rows.append(m.groups())
+    return rows
+
+
+def merge(old: list[tuple[str, str, str, str]], new: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
+    """Rows in TABLE order: the new ones where given, else the old ones."""
+    by_name = {r[0]: r for r in old} | {r[0]: r for r in new}
+    return [by_name[n] for n in TABLE if n in by_name]
+
+
 def write_readme(text: str) -> None:
     readme = README.read_text(encoding="utf-8")
     if BEGIN not in readme or END not in readme:
@@ -344,10 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, help="override population.users (a quick look; implies --print)")
     ap.add_argument("--print", dest="print_only", action="store_true", help="print the table, do not write the README")
     args = ap.parse_args(argv)
+    extra = sorted({p.stem for p in SCENARIOS.glob("*.toml")} - set(TABLE))
+    for name in extra:  # files without their own figure get the generic row
+        TABLE[name] = (question_of(SCENARIOS / f"{name}.toml"), fig_generic)
     names = args.only or list(TABLE)
-    missing = {p.stem for p in SCENARIOS.glob("*.toml")} - set(TABLE)
-    if missing:
-        print(f"warning: scenarios without a table row: {', '.join(sorted(missing))}", file=sys.stderr)
     rows = []
     for name in names:
         question, figure = TABLE[name]
@@ -356,11 +390,12 @@ def main(argv: list[str] | None = None) -> int:
         shows, key = figure(runs)
         print(f"{name}: {key} ({time.perf_counter() - t0:.0f} s, {len(runs)} run(s))", file=sys.stderr)
         rows.append((name, question, shows, key))
-    text = table(rows)
-    if args.print_only or args.users is not None or args.only:
-        print(text)
+    if args.print_only or args.users is not None:
+        print(table(rows))
     else:
-        write_readme(text)
+        if args.only:  # replace those rows in the table as it stands, keep the others
+            rows = merge(current_rows(), rows)
+        write_readme(table(rows))
         print(f"wrote {README.relative_to(ROOT)}", file=sys.stderr)
     return 0
 
