@@ -110,6 +110,7 @@ class AdBook:
         bill_of = {"CPM": BILL_IMPRESSION, "CPC": BILL_CLICK, "CPE": BILL_ENGAGEMENT, "CPA": BILL_CLICK}
         self.camp_bill = np.array([bill_of[t] for t in self.camp_bid_type], dtype=np.int8)
         self.camp_bid_eff = self._base_bid_eff()
+        self.camp_ocpc = np.array([t == "CPA" for t in self.camp_bid_type], dtype=bool)
         self.camp_mult = np.ones(n_c)
         self.camp_hour_mult = np.ones((n_c, 24))
         self.camp_dev_mult = np.ones((n_c, 2))

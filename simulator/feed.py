@@ -183,6 +183,10 @@ class Feed:
         )
         lift_power = np.select([bill == BILL_IMPRESSION, bill == BILL_CONVERSION], [0, 2], 1).astype(np.int8)
         per_event = book.camp_bid_eff[camp] * book.camp_mult[camp] * book.camp_hour_mult[camp, hour] * book.camp_pace_mult[camp]
+        # oCPC: a CPA campaign billed per click bids target x pCVR(user) per click, pCVR = cvr_hat x lift.
+        ocpc = book.camp_ocpc[camp] & (bill == BILL_CLICK)
+        if ocpc.any():
+            per_event = np.where(ocpc, book.camp_amount[camp] * book.camp_mult[camp] * book.camp_hour_mult[camp, hour] * book.camp_pace_mult[camp] * q.cvr_hat[cols], per_event)
         dev = book.camp_dev_mult[camp]
         device_mult = dev if np.any(dev != 1.0) else None
         device = pop.device[users]
@@ -193,12 +197,15 @@ class Feed:
             col_slot=col_slot, share=share, phase=phase, col_topic=book.ad_topic[cols], freq=self.freq,
             user_lift=self.user_lift, per_event=per_event, device_mult=device_mult, base_rate=base_rate,
             lift_power=lift_power, qs_factor=q.qs[cols] / 10.0, n_slots=self.n_slots, floor=self.floor,
+            value_lift=ocpc,
         )  # fmt: skip
         order, sorted_ranks = kernels.select(batch)
         paid = auction.rank_prices(self.mechanism, sorted_ranks, self.view, self.floor)
         s_idx, k_idx = np.nonzero(order[:, : self.n_slots] >= 0)  # row-major: time order
         j = order[s_idx, k_idx]
         value = per_event[j] if device_mult is None else per_event[j] * device_mult[j, device[s_idx]]
+        if ocpc.any():
+            value = np.where(ocpc[j], value * self.user_lift[users[s_idx], book.ad_topic[cols[j]]].astype(np.float64), value)
         prices = auction.event_prices(value, sorted_ranks[s_idx, k_idx], paid[s_idx, k_idx])
         ads = cols[j]
         imp_users = users[s_idx]
@@ -245,7 +252,7 @@ class Feed:
                 {
                     "eligible": eligible, "lift": lift, "device": device, "per_event": per_event,
                     "device_mult": device_mult, "base_rate": base_rate, "lift_power": lift_power,
-                    "qs_factor": batch.qs_factor, "n_slots": self.n_slots, "floor": self.floor, "view": self.view,
+                    "qs_factor": batch.qs_factor, "value_lift": ocpc, "n_slots": self.n_slots, "floor": self.floor, "view": self.view,
                     "mechanism": self.mechanism, "order": order, "sorted_ranks": sorted_ranks, "prices": prices,
                     "s_idx": s_idx, "k_idx": k_idx, "camp": camp, "event": event, "remaining": remaining,
                     "billed": billed, "over": over, "n_used": n_used,

@@ -47,8 +47,12 @@ def rank_top_numpy(
     qs_factor: NDArray[np.float64],
     n_slots: int,
     floor: float,
+    value_lift: NDArray[np.bool_] | None = None,
 ) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
     """Reference implementation; see the module docstring.
+
+    ``value_lift`` marks columns whose value per billing event also scales with the user's lift
+    (oCPC: a click is worth target CPA x pCVR, and pCVR depends on the user).
 
     Returns
     -------
@@ -63,6 +67,8 @@ def rank_top_numpy(
         return order, sorted_ranks
     value = per_event[None, :] * device_mult.T[device] if device_mult is not None else np.broadcast_to(per_event, (n_s, n_a))
     lift64 = lift.astype(np.float64)
+    if value_lift is not None and value_lift.any():
+        value = np.where(value_lift[None, :], value * lift64, value)
     rate = np.where(lift_power[None, :] == 0, 1.0, lift64) * base_rate[None, :]
     rate = np.where(lift_power[None, :] == 2, rate * lift64, rate)
     ranks = value * rate * qs_factor[None, :]
@@ -79,7 +85,7 @@ def rank_top_numpy(
 if numba is not None:
 
     @numba.njit(cache=True, nogil=True)
-    def _rank_top_kernel(eligible, lift, device, per_event, device_mult, has_device, base_rate, lift_power, qs_factor, width, floor):  # noqa: ANN001, ANN202
+    def _rank_top_kernel(eligible, lift, device, per_event, device_mult, has_device, base_rate, lift_power, qs_factor, width, floor, value_lift):  # noqa: ANN001, ANN202
         n_s, n_a = eligible.shape
         order = np.full((n_s, width), -1, dtype=np.int32)
         sorted_ranks = np.zeros((n_s, width))
@@ -92,6 +98,8 @@ if numba is not None:
                 v = per_event[j]
                 if has_device:
                     v = v * device_mult[dev, j]
+                if value_lift[j]:
+                    v = v * np.float64(lift[s, j])
                 lp = lift_power[j]
                 if lp == 0:
                     rate = 1.0 * base_rate[j]
@@ -130,6 +138,7 @@ def rank_top_numba(
     qs_factor: NDArray[np.float64],
     n_slots: int,
     floor: float,
+    value_lift: NDArray[np.bool_] | None = None,
 ) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
     """Compiled version of :func:`rank_top_numpy` (identical results)."""
     has_device = device_mult is not None
@@ -146,6 +155,7 @@ def rank_top_numba(
         np.ascontiguousarray(qs_factor, dtype=np.float64),
         n_slots + 1,
         float(floor),
+        np.zeros(per_event.size, dtype=bool) if value_lift is None else np.ascontiguousarray(value_lift, dtype=bool),
     )
 
 
@@ -201,6 +211,7 @@ class Batch:
     qs_factor: NDArray[np.float64]
     n_slots: int
     floor: float
+    value_lift: NDArray[np.bool_]  # value per event x the user's lift (oCPC click bids)
 
 
 def eligibility(b: Batch) -> tuple[NDArray[np.bool_], NDArray[np.float32]]:
@@ -226,7 +237,8 @@ def select_numpy(b: Batch) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
     """Eligibility, Ad Rank and top slots with whole-matrix numpy (the reference path)."""
     eligible, lift = eligibility(b)
     return rank_top_numpy(
-        eligible, lift, b.device, b.per_event, b.device_mult, b.base_rate, b.lift_power, b.qs_factor, b.n_slots, b.floor
+        eligible, lift, b.device, b.per_event, b.device_mult, b.base_rate, b.lift_power, b.qs_factor, b.n_slots, b.floor,
+        b.value_lift,
     )
 
 
@@ -235,7 +247,7 @@ if numba is not None:
     def _select_body(  # noqa: ANN202, PLR0913
         users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
         col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
-        base_rate, lift_power, qs_factor, width, floor,
+        base_rate, lift_power, qs_factor, width, floor, value_lift,
     ):  # fmt: skip  # noqa: ANN001
         n_s = users.shape[0]
         n_a = per_event.shape[0]
@@ -267,6 +279,8 @@ if numba is not None:
                 v = per_event[j]
                 if has_device:
                     v = v * device_mult[dev, j]
+                if value_lift[j]:
+                    v = v * np.float64(user_lift[u, col_topic[j]])
                 lp = lift_power[j]
                 if lp == 0:
                     rate = 1.0 * base_rate[j]
@@ -318,6 +332,7 @@ def select_numba(b: Batch, parallel: bool | None = None) -> tuple[NDArray[np.int
         np.ascontiguousarray(b.per_event, dtype=np.float64), dm, has_device,
         np.ascontiguousarray(b.base_rate, dtype=np.float64), b.lift_power,
         np.ascontiguousarray(b.qs_factor, dtype=np.float64), b.n_slots + 1, float(b.floor),
+        np.ascontiguousarray(b.value_lift, dtype=bool),
     )  # fmt: skip
 
 

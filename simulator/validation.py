@@ -748,8 +748,10 @@ def tcpa_scenario(target: float, days: int, seed: int = 23, rival_cpc: float = 1
         "name": "validation_tcpa",
         "seed": seed,
         "days": days,
-        "population": {"users": 6_000},
-        "traffic": {"sessions_per_user_per_day": 3.0, "ad_slots": 1, "view_factors": [1.0], "frequency_cap": 0, "chunks_per_hour": 1},
+        # Many users with few sessions each: few clickers come back, so the market stays close to
+        # stationary (returning users convert more readily, which a cumulative pCVR lags behind).
+        "population": {"users": 60_000},
+        "traffic": {"sessions_per_user_per_day": 0.3, "ad_slots": 1, "view_factors": [1.0], "frequency_cap": 0, "chunks_per_hour": 1},
         "auction": {"cpa_min_conversions": 0, "compensation_threshold": 1000.0, "min_quality": 1.0},
         "advertisers": [
             _advertiser(
@@ -781,10 +783,15 @@ def check_target_cpa(target: float = 60.0, days: int = 6, learn_days: int = 1) -
     from simulator.market import Market
 
     market = Market(tcpa_scenario(target, days))
-    bids = []
+    bids = []  # per day: the campaign's per-click bids summed over its clicks, yuan
     for _ in range(days):
+        # The per-click bid is target x pCVR(user) = target x cvr_hat x lift(user): what the clicks
+        # of the day were bid at is target x cvr_hat (in force that day) x the day's sum of lifts.
+        cvr_in_force = float(market.quality.cvr_hat[0])
+        before = float(market.quality.cumulative.click_exposure[0])
         market.step()
-        bids.append(float(market.book.camp_bid_eff[0]))  # yuan per click in force that day
+        day_lift = float(market.quality.cumulative.click_exposure[0]) - before
+        bids.append(target * float(market.book.camp_mult[0]) * cvr_in_force * day_lift)
     tables = market.tables()
     d = tables["advertiser_daily"]
     mine = d[d["advertiser"] == "tcpa"].sort_values("date")
@@ -793,7 +800,7 @@ def check_target_cpa(target: float = 60.0, days: int = 6, learn_days: int = 1) -
     spend, conv, clicks = float(window["spend"].sum()), float(window["conversions"].sum()), float(window["clicks"].sum())
     cpa = spend / conv if conv > 0 else float("inf")
     se = cpa / math.sqrt(conv) if conv > 0 else float("inf")
-    cpa_at_bid = float(np.dot(bids[learn_days:], clicks_by_day) / conv) if conv > 0 else float("inf")
+    cpa_at_bid = float(np.sum(bids[learn_days:]) / conv) if conv > 0 else float("inf")
     se_bid = cpa_at_bid / math.sqrt(conv) if conv > 0 else float("inf")
     events = tables["events"]
     refunds = int((events["kind"] == "compensation").sum())
@@ -825,10 +832,10 @@ def check_target_cpa(target: float = 60.0, days: int = 6, learn_days: int = 1) -
             "tCPA: the per-click bid is target x pCVR (paying its bid on every click costs the target per conversion)",
             AGGARWAL,
             setup
-            + "; simulated = sum over days of (per-click bid in force x clicks) / conversions. Over the run the "
+            + "; simulated = sum over the clicks of the per-click bid in force (target x cvr_hat x the user's lift) / conversions. Over the run the "
             f"platform's pCVR of the clicks (cvr_hat x relevance lift) sums to {pcvr_platform:.1f} against "
             f"{float(cum.conversions[ad]):.0f} conversions, but the pCVR inside the bids (cvr_hat alone) sums to "
-            f"{pcvr_in_bid:.1f}: the oCPC bid leaves out the user's lift",
+            f"{pcvr_in_bid:.1f} without the lift: the oCPC bid carries the user's lift",
             target,
             cpa_at_bid,
             3 * se_bid,

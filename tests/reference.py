@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 
-def session_ranks(eligible, lift, device, per_event, device_mult, base_rate, lift_power, qs_factor, floor):
+def session_ranks(eligible, lift, device, per_event, device_mult, base_rate, lift_power, qs_factor, floor, value_lift=None):
     """[(rank, column, value)] of the ads that may win in one session, best first (ties: lower column)."""
     cands = []
     for j in range(len(per_event)):
@@ -21,6 +21,8 @@ def session_ranks(eligible, lift, device, per_event, device_mult, base_rate, lif
         if device_mult is not None:
             value = value * float(device_mult[j, device])
         lf = float(lift[j])
+        if value_lift is not None and value_lift[j]:
+            value = value * lf  # oCPC: a click is worth target x pCVR(user)
         if lift_power[j] == 0:
             rate = 1.0 * float(base_rate[j])
         else:

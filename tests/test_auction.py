@@ -123,6 +123,7 @@ def test_kernels_agree_on_random_markets():
             rng.integers(1, 11, n_a) / 10.0,
             int(rng.integers(1, 4)),
             float(rng.random() * 0.001),
+            rng.random(n_a) < 0.3,
         )
         o1, r1 = kernels.rank_top_numpy(*args)
         o2, r2 = kernels.rank_top_numba(*args)
@@ -169,6 +170,7 @@ def _random_batch(rng, n_users=50, n_ads=12, n_s=40):
         qs_factor=rng.integers(1, 11, n_ads) / 10.0,
         n_slots=int(rng.integers(1, 4)),
         floor=float(rng.random() * 0.0005),
+        value_lift=rng.random(n_ads) < 0.3,
     )
 
 

@@ -20,6 +20,8 @@ def test_engine_matches_reference_auction_and_billing(mechanism, platform):
             "advertisers.0.campaigns.0.budget.daily": 3.0,  # small budgets: crossings inside batches
             "advertisers.1.campaigns.0.budget.daily": 2.0,
             "advertisers.1.strategy": {"rules": [{"rule": "device", "ios": 1.5, "android": 0.8}]},
+            "advertisers.2.campaigns.0.bid": {"type": "CPA", "amount": 40.0},  # oCPC: value x lift
+            "auction.cpa_min_conversions": 0,
             "days": 1,
         }
     )
@@ -36,7 +38,7 @@ def test_engine_matches_reference_auction_and_billing(mechanism, platform):
         for s in range(n_s):
             cands = reference.session_ranks(
                 t["eligible"][s], t["lift"][s], t["device"][s], t["per_event"], t["device_mult"],
-                t["base_rate"], t["lift_power"], t["qs_factor"], t["floor"],
+                t["base_rate"], t["lift_power"], t["qs_factor"], t["floor"], t["value_lift"],
             )  # fmt: skip
             for k, j, price in reference.session_auction(cands, t["n_slots"], t["floor"], t["mechanism"], t["view"]):
                 rows.append((s, k, j, price))

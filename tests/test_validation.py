@@ -107,11 +107,5 @@ def test_target_cpa_bidder_meets_its_target():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug (reported, issue 7 validation): the oCPC per-click bid is target x cvr_hat, without the "
-    "user's relevance lift that the platform's own pCVR (cvr_hat x lift, calibrated) carries, so the bid is "
-    "about half of target x pCVR (advertiser._optimized_cpa + feed lift_power 1 for click billing)",
-)
 def test_target_cpa_bid_is_target_times_pcvr():
     assert_rows([r for r in target_cpa_rows() if r.extra.get("row") == "bid"])
