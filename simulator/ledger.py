@@ -215,7 +215,9 @@ class Ledger:
             "quality_score": qs,
             **factors,
             "daily_budget": book.camp_budget.copy(),
-            "bid": book.camp_amount * book.camp_mult,
+            # The highest bid in force that day (amount x daily, hourly and device multipliers; pacing
+            # only shades): every price paid per billing event is at most this.
+            "bid": book.camp_amount * book.camp_mult * book.camp_hour_mult.max(axis=1) * book.camp_dev_mult.max(axis=1),
             "billing_event": [BILL_NAMES[int(b)] for b in book.camp_bill],
             "eligible_auctions": eligible.astype(np.int64),
             "unbilled_events": per_camp(c["unbilled_events"]).astype(np.int64),
