@@ -128,7 +128,8 @@ def markdown(res: dict[str, Any], images: dict[str, str]) -> str:
         + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
         f"- load average (1, 5, 15 min) before: {', '.join(f'{x:.1f}' for x in env['load_before'])}; "
         f"after: {', '.join(f'{x:.1f}' for x in env.get('load_after', []))}; "
-        f"benchmark wall time {res['elapsed_s'] / 60:.1f} min, configuration `{cfg['name']}`, {cfg['repeats']} repeats per point (median) unless noted.",
+        f"benchmark wall time {res['elapsed_s'] / 60:.1f} min, configuration `{cfg['name']}`, up to {cfg['repeats']} runs per point "
+        "(median; fewer where a point is long, see `repeats` in `benchmarks/results.json`).",
         "",
         "**Noise.** This machine has 2 cores, shared with other agents' test runs while this was measured: "
         "a load average above 2 means the processes measured here waited for a core, so wall-clock rates are "
@@ -303,6 +304,15 @@ def findings(res: dict[str, Any]) -> list[str]:
                 f"{q['auctions_per_cpu_s'] / f['auctions_per_cpu_s']:.1f} x the default path's auctions per CPU second and "
                 f"{q['auctions_per_s'] / f['auctions_per_s']:.1f} x per wall second."
             )
+    users, ads, days = res["config"]["headline"]
+    refs = res.get("references", {})
+    py, k, km = refs.get(f"python_{ads}"), refs.get(f"kernel_argpartition_{ads}"), refs.get(f"kernel_argmax_{ads}")
+    if py and k and km:
+        out.append(
+            f"The bare numpy kernel itself runs {k['auctions_per_cpu_s'] / py['auctions_per_cpu_s']:,.0f} x (argpartition) and "
+            f"{km['auctions_per_cpu_s'] / py['auctions_per_cpu_s']:,.0f} x (argmax) the Python reference's auctions per CPU "
+            f"second at {ads} advertisers; the engine does the kernel's work and more."
+        )
     axis = sorted(_ok(res.get("ads_axis")), key=lambda q: q["advertisers"])
     if len(axis) >= 2:
         a, b = axis[0], axis[-1]

@@ -713,7 +713,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     size.add_argument("--quick", action="store_true", help="a small smoke version (the default)")
     size.add_argument("--full", action="store_true", help="the whole scaling grid and the issue's target points")
     ap.add_argument("--out", type=Path, default=None, help="write the report here (default docs/performance.md with --full)")
-    ap.add_argument("--json", type=Path, default=None, help="also write the raw results as JSON")
+    ap.add_argument("--json", type=Path, default=None, help="also write the raw results as JSON (--full: benchmarks/results.json)")
     ap.add_argument("--repeats", type=int, default=None, help="runs per point (median reported)")
     ap.add_argument("--budget-minutes", type=float, default=None, help="stop adding points after this long")
     ap.add_argument("--max-point-seconds", type=float, default=None, help="skip a point predicted to take longer")
@@ -732,8 +732,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="adsim-bench-") as tmp:
         res = run_suite(cfg, Path(tmp))
     print_report(res)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1, default=str), encoding="utf-8")
+    json_path = args.json or (ROOT / "benchmarks" / "results.json" if args.full else None)
+    if json_path:
+        json_path.write_text(json.dumps(res, indent=1, default=str), encoding="utf-8")
     if out is not None:
         from benchmarks import report
 
