@@ -141,9 +141,13 @@ def test_even_throttles_participation_not_bids() -> None:
     assert 0.0 < throttle < 0.1
 
 
-def test_pid_raises_bids_when_under_plan() -> None:
+def test_pid_shades_when_ahead_and_recovers_when_under_plan_never_above_the_bid() -> None:
     pacer = PidPacer(PacingParams())
     spend = np.zeros(24)
     pacer.update(_state(0, 240.0, 0.0, spend))
-    m, _ = pacer.update(_state(12, 240.0, 0.0, spend))  # half a day gone, nothing spent
-    assert m > 1.0
+    ahead, _ = pacer.update(_state(6, 240.0, 200.0, spend))  # a quarter of the day, most of the budget gone
+    assert ahead < 0.8
+    behind, _ = pacer.update(_state(18, 240.0, 200.0, spend))  # the plan has caught up and passed
+    assert ahead < behind <= 1.0
+    m, _ = pacer.update(_state(20, 240.0, 0.0, spend))  # far under plan: back to the full bid, not above
+    assert m == 1.0

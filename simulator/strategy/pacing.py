@@ -19,7 +19,8 @@ import numpy as np
 
 from simulator.scenario import PacingParams
 
-BID_BOUNDS = (0.1, 10.0)
+#: Pacing only shades bids (never raises them above what the advertiser bid): 10 % .. 100 %.
+BID_BOUNDS = (0.1, 1.0)
 
 
 @dataclass
@@ -121,7 +122,8 @@ class PidPacer(Pacer):
     """PID loop on the cumulative spend error: ``m = exp(kp e + ki sum(e) + kd de)``.
 
     ``e`` is (plan so far - spent so far) / budget, the plan proportional to
-    expected traffic; positive when under-spending, which raises bids.
+    expected traffic; positive when under-spending, which raises the multiplier
+    back toward 1 (pacing never bids above the advertiser's bid).
     """
 
     name = "pid"
@@ -135,14 +137,15 @@ class PidPacer(Pacer):
     def update(self, s: PaceState) -> tuple[float, float]:
         if s.hour == 0:
             # Carry what was learned yesterday into today's starting point.
-            self.bias = float(np.clip(self.bias + self.params.ki * self.integral, -3.0, 3.0))
+            self.bias = float(np.clip(self.bias + self.params.ki * self.integral, -3.0, 0.0))
             self.integral = 0.0
             self.prev_error = 0.0
         plan = s.budget * float(s.traffic_share[: s.hour].sum())
         e = (plan - s.spent) / s.budget if s.budget > 0 else 0.0
         # (Exhausted hours still count: spent = budget is truly ahead of the plan, and the
         # cumulative error carries that into tomorrow's starting bias.)
-        self.integral += e
+        if not (e > 0 and self.multiplier >= BID_BOUNDS[1]):  # anti-windup: no credit while bids are full
+            self.integral += e
         p = self.params
         u = self.bias + p.kp * e + p.ki * self.integral + p.kd * (e - self.prev_error)
         self.prev_error = e
