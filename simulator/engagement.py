@@ -96,7 +96,7 @@ def probabilities(imp: Impressions) -> dict[str, FloatArray]:
     has_landing = ~np.isnan(imp.landing)
     landing = np.where(has_landing, imp.landing, 0.6) - 0.5
     p["conversion"] = np.minimum(
-        1.0, imp.intent * _sigmoid(-5.0 + 1.8 * rel + 2.2 * landing + 0.6 * content + FAMILIAR_CONVERSION * known)
+        1.0, imp.intent * _sigmoid(-5.6 + 1.8 * rel + 2.2 * landing + 0.6 * content + FAMILIAR_CONVERSION * known)
     )
     p["bounce"] = np.where(has_landing, _sigmoid(0.4 - 3.5 * landing - 1.2 * rel), 0.0)
     return p

@@ -28,7 +28,7 @@ FACTOR_COLUMNS = tuple(f"qs_{f}" for f in FACTORS)
 PRIOR_CTR = 0.025
 PRIOR_ENGAGE = 0.040  # any of like, comment, save, share
 PRIOR_WENGAGE = 0.062  # weighted engagements per impression
-PRIOR_CVR = 0.020  # conversions per click
+PRIOR_CVR = 0.013  # conversions per click
 NEUTRAL_LANDING = 0.6
 
 
