@@ -256,3 +256,68 @@ def test_ninety_days_with_flat_memory():
     per_day = growth / 80
     print(f"RSS day 10 {rss[9]:.0f} MB, day 90 {rss[-1]:.0f} MB: {per_day * 1000:.0f} kB/day")
     assert per_day < 0.5, f"memory grows {per_day:.2f} MB a day"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _batch_available(), reason="simulator.batch not there yet")
+def test_dask_worker_killed_during_a_batch_loses_and_duplicates_nothing(tmp_path: Path):
+    """SIGKILL the only Dask worker mid-batch, start another: every run is done exactly once."""
+    pytest.importorskip("distributed")
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(TINY.replace("users = 500", "users = 3000").replace("days = 2", "days = 1"))
+    info = tmp_path / "scheduler.json"
+    out = tmp_path / "batch"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env, "cwd": tmp_path}
+
+    def worker(name: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(info), "--nworkers", "1",
+             "--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", name,
+             "--local-directory", str(tmp_path / f"dask-{name}")], start_new_session=True, **quiet,
+        )  # fmt: skip
+
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--no-dashboard", "--scheduler-file", str(info)], start_new_session=True, **quiet,
+    )  # fmt: skip
+    procs = [scheduler, worker("first")]
+    try:
+        deadline = time.time() + 120
+        while not info.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        address = json.loads(info.read_text())["address"]
+        cmd = [sys.executable, "-m", "simulator", "batch", str(scenario), "--replicates", "6", "--scheduler", address,
+               "--out", str(out), "--quiet"]  # fmt: skip
+        batch_proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(batch_proc)
+        deadline = time.time() + 600
+        while time.time() < deadline and batch_proc.poll() is None and not list(out.glob("scenario=*/sweep=*/seed=*/manifest.json")):
+            time.sleep(0.02)
+        os.killpg(procs[1].pid, signal.SIGKILL)  # the worker, mid-batch
+        procs[1].wait(timeout=60)
+        done_at_kill = len(list(out.glob("scenario=*/sweep=*/seed=*/manifest.json")))
+        assert 1 <= done_at_kill < 6, "the kill should land midway"
+        procs.append(worker("second"))
+        stdout, stderr = batch_proc.communicate(timeout=900)
+        assert batch_proc.returncode == 0, stderr
+        assert "6 runs: 6 complete" in stdout
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM) if proc is not batch_proc else proc.kill()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    summary = pd.read_parquet(out / "summary.parquet")
+    assert len(summary) == 6 and summary["seed"].nunique() == 6 and (summary["status"] == "complete").all()
+    entries = sorted(out.glob("scenario=*/sweep=*/*"))
+    runs = [e for e in entries if e.name.startswith("seed=")]
+    assert len(runs) == 6 and all((r / "manifest.json").is_file() for r in runs)
+    for r in runs:  # each run written once, whole
+        manifest = json.loads((r / "manifest.json").read_text())
+        for name in TABLES:
+            assert len(pd.read_parquet(r / f"{name}.parquet")) == manifest["tables"][name]

@@ -241,7 +241,7 @@ def test_mutated_scenarios_validate_or_are_refused_cleanly(tmp_path_factory: pyt
 
 
 @pytest.mark.slow
-@settings(max_examples=int(os.environ.get("ADSIM_FUZZ_RUNS", 12)), deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(max_examples=int(os.environ.get("ADSIM_FUZZ_RUNS", 25)), deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(mutants())
 def test_accepted_mutants_run(tmp_path_factory: pytest.TempPathFactory, case):
     data, _log = case

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -201,7 +202,7 @@ def run_and_check(data: dict[str, Any]) -> None:
 SETTINGS = {"deadline": None, "suppress_health_check": list(HealthCheck), "database": None}
 
 
-@settings(max_examples=10, **SETTINGS)
+@settings(max_examples=int(os.environ.get("ADSIM_PROPERTY_EXAMPLES", 30)), **SETTINGS)
 @given(markets())
 def test_money_and_counts_hold_in_random_markets(data: dict[str, Any]):
     run_and_check(data)
