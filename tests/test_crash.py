@@ -321,3 +321,27 @@ def test_dask_worker_killed_during_a_batch_loses_and_duplicates_nothing(tmp_path
         manifest = json.loads((r / "manifest.json").read_text())
         for name in TABLES:
             assert len(pd.read_parquet(r / f"{name}.parquet")) == manifest["tables"][name]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _batch_available(), reason="simulator.batch not there yet")
+def test_two_hundred_run_batch_completes_with_flat_parent_memory(tmp_path: Path):
+    import tracemalloc
+
+    from simulator.batch import batch
+
+    spec = make_scenario(
+        {"name": "many", "days": 1, "population.users": 200, "traffic.chunks_per_hour": 1, "traffic.sessions_per_user_per_day": 0.5}
+    )
+    peaks = {}
+    for n in (20, 200):
+        tracemalloc.start()
+        try:
+            summary = batch(spec, replicates=n, workers=2, out=tmp_path / f"b{n}", progress=False)
+            peaks[n] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert len(summary) == n and summary["seed"].nunique() == n and (summary["status"] == "complete").all()
+        assert len(list((tmp_path / f"b{n}").glob("scenario=many/sweep=base/seed=*/manifest.json"))) == n
+    print(f"parent peak: 20 runs {peaks[20] / 1e6:.1f} MB, 200 runs {peaks[200] / 1e6:.1f} MB")
+    assert peaks[200] < peaks[20] * 1.5 + 5e6, peaks  # summary rows are small: no run's tables held
