@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -268,13 +267,21 @@ def test_refusal_in_a_real_process_stays_small(tmp_path: Path):
     """``python -m simulator run`` of a 10-million-user, 300-ad scenario: exit 2, small peak memory."""
     env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
     env.pop("ADSIM_MAX_MEMORY_GB", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "run", str(CORPUS / "limit_memory.toml"), "--quiet"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    # A fresh parent process runs the refusal, so RUSAGE_CHILDREN holds that one child's peak
+    # (this test process has reaped larger children before, and their peaks would count).
+    probe = (
+        "import resource, subprocess, sys\n"
+        "p = subprocess.run([sys.executable, '-m', 'simulator', 'run', sys.argv[1], '--quiet'], capture_output=True, text=True)\n"
+        "sys.stderr.write(p.stderr)\n"
+        "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(CORPUS / "limit_memory.toml")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    _, err = proc.communicate(timeout=300)
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    assert proc.returncode == 2, err
+    err = proc.stderr
+    returncode, peak_kib = (int(x) for x in proc.stdout.split())
+    assert returncode == 2, err
     assert "GB of memory" in err and "Traceback" not in err
-    assert usage.ru_maxrss < 600_000, f"peak {usage.ru_maxrss / 1e3:.0f} MB"  # KiB on Linux: the imports, no users
+    assert peak_kib < 600_000, f"peak {peak_kib / 1e3:.0f} MB"  # KiB on Linux: the imports, no users
     assert list(tmp_path.iterdir()) == []
