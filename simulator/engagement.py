@@ -19,8 +19,8 @@ FloatArray = NDArray[np.float64]
 
 #: Logit lift of click and conversion for users who clicked or bought from the advertiser before
 #: (retargeting works because familiarity is real, not because the platform says so).
-FAMILIAR_CLICK = 0.7
-FAMILIAR_CONVERSION = 0.9
+FAMILIAR_CLICK = 0.4
+FAMILIAR_CONVERSION = 0.8
 
 
 def _sigmoid(z: FloatArray) -> FloatArray:

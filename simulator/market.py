@@ -77,6 +77,7 @@ class Market(mesa.Model):
         self.ad_cumulative = {k: np.zeros(self.book.n_ads) for k in ("impressions", "clicks", "engagements", "conversions")}
         self.clicked: dict[int, np.ndarray] = {}
         self.converted: dict[int, np.ndarray] = {}
+        self._familiar_days: list[np.ndarray] = []
         self._update_audiences()
         self._schedule_reviews()
         Advertiser.create_agents(self, len(specs), spec=specs, index=list(range(len(specs))))
@@ -167,10 +168,12 @@ class Market(mesa.Model):
             for a in np.unique(adv):
                 new = users[adv == a]
                 store[int(a)] = np.union1d(store.get(int(a), np.zeros(0, dtype=np.int32)), new).astype(np.int32)
-        known = [a * self.population.n + np.union1d(self.clicked.get(a, []), self.converted.get(a, [])).astype(np.int64)
-                 for a in sorted(set(self.clicked) | set(self.converted))]
-        if known:
-            self.feed.familiar_keys = np.sort(np.concatenate(known)).astype(np.int64)
+        # Brand familiarity (ground truth) fades: it lasts population.familiarity_days after a click or purchase.
+        today = [b[0].astype(np.int64) * self.population.n + b[1] for b in (*self.feed.clicked, *self.feed.converted)]
+        self._familiar_days.append(np.unique(np.concatenate(today)) if today else np.zeros(0, dtype=np.int64))
+        keep = self.config.population.familiarity_days
+        del self._familiar_days[: max(0, len(self._familiar_days) - keep)]
+        self.feed.familiar_keys = np.unique(np.concatenate(self._familiar_days)) if keep else np.zeros(0, np.int64)
         self._update_audiences()
 
     def _update_audiences(self) -> None:

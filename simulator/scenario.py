@@ -131,6 +131,9 @@ class Population(Strict):
         0.4, gt=0, description="Dirichlet concentration of interest vectors; lower = more focused users"
     )
     taste_dims: int = Field(8, ge=1, le=64)
+    familiarity_days: int = Field(
+        14, ge=0, le=365, description="days users stay familiar with a brand after a click or purchase (0: never)"
+    )
 
     @field_validator("age_shares")
     @classmethod

@@ -750,7 +750,9 @@ def tcpa_scenario(target: float, days: int, seed: int = 23, rival_cpc: float = 1
         "days": days,
         # Many users with few sessions each: few clickers come back, so the market stays close to
         # stationary (returning users convert more readily, which a cumulative pCVR lags behind).
-        "population": {"users": 60_000},
+        # No brand familiarity: the claim assumes a stationary market with a calibrated pCVR, and
+        # returning users (who convert more readily than the platform's pCVR knows) break both.
+        "population": {"users": 60_000, "familiarity_days": 0},
         "traffic": {"sessions_per_user_per_day": 0.3, "ad_slots": 1, "view_factors": [1.0], "frequency_cap": 0, "chunks_per_hour": 1},
         "auction": {"cpa_min_conversions": 0, "compensation_threshold": 1000.0, "min_quality": 1.0},
         "advertisers": [
