@@ -82,51 +82,6 @@ def rank_top_numpy(
     return order, sorted_ranks
 
 
-if numba is not None:
-
-    @numba.njit(cache=True, nogil=True)
-    def _rank_top_kernel(eligible, lift, device, per_event, device_mult, has_device, base_rate, lift_power, qs_factor, width, floor, value_lift):  # noqa: ANN001, ANN202
-        n_s, n_a = eligible.shape
-        order = np.full((n_s, width), -1, dtype=np.int32)
-        sorted_ranks = np.zeros((n_s, width))
-        for s in range(n_s):
-            count = 0
-            dev = device[s]
-            for j in range(n_a):
-                if not eligible[s, j]:
-                    continue
-                v = per_event[j]
-                if has_device:
-                    v = v * device_mult[dev, j]
-                if value_lift[j]:
-                    v = v * np.float64(lift[s, j])
-                lp = lift_power[j]
-                if lp == 0:
-                    rate = 1.0 * base_rate[j]
-                else:
-                    lf = np.float64(lift[s, j])
-                    rate = lf * base_rate[j]
-                    if lp == 2:
-                        rate = rate * lf
-                r = v * rate * qs_factor[j]
-                if not (r >= floor and r > 0.0):
-                    continue
-                # Insert into the descending buffer; equal ranks keep the earlier column first.
-                if count == width and r <= sorted_ranks[s, width - 1]:
-                    continue
-                p = count if count < width else width - 1
-                while p > 0 and sorted_ranks[s, p - 1] < r:
-                    if p < width:
-                        sorted_ranks[s, p] = sorted_ranks[s, p - 1]
-                        order[s, p] = order[s, p - 1]
-                    p -= 1
-                sorted_ranks[s, p] = r
-                order[s, p] = j
-                if count < width:
-                    count += 1
-        return order, sorted_ranks
-
-
 def rank_top_numba(
     eligible: NDArray[np.bool_],
     lift: NDArray[np.float32],
@@ -140,23 +95,26 @@ def rank_top_numba(
     floor: float,
     value_lift: NDArray[np.bool_] | None = None,
 ) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
-    """Compiled version of :func:`rank_top_numpy` (identical results)."""
-    has_device = device_mult is not None
-    dm = np.ascontiguousarray(device_mult.T) if has_device else np.ones((2, per_event.size))
-    return _rank_top_kernel(
-        np.ascontiguousarray(eligible),
-        np.ascontiguousarray(lift),
-        np.ascontiguousarray(device),
-        np.ascontiguousarray(per_event, dtype=np.float64),
-        dm,
-        has_device,
-        np.ascontiguousarray(base_rate, dtype=np.float64),
-        np.ascontiguousarray(lift_power, dtype=np.int8),
-        np.ascontiguousarray(qs_factor, dtype=np.float64),
-        n_slots + 1,
-        float(floor),
-        np.zeros(per_event.size, dtype=bool) if value_lift is None else np.ascontiguousarray(value_lift, dtype=bool),
-    )
+    """Compiled version of :func:`rank_top_numpy` (identical results), through the fused kernel.
+
+    The given matrices become a batch in which each column is its own targeting group, each
+    session its own "user" and the lift table is the lift matrix itself.
+    """
+    n_s, n_a = eligible.shape
+    columns = np.arange(n_a, dtype=np.int32)
+    batch = Batch(
+        users=np.arange(n_s, dtype=np.int32), device=np.ascontiguousarray(device, dtype=np.int8),
+        admitted=eligible, audience=np.ones((n_s, 0), dtype=bool), picks=np.zeros((n_s, 0), dtype=np.int8),
+        u_part=np.zeros(n_s, dtype=np.float32), col_group=columns, col_audience=np.full(n_a, -1, dtype=np.int32),
+        exhausted=np.zeros(n_a, dtype=bool), col_ad=columns, cap=0, col_multi=np.full(n_a, -1, dtype=np.int32),
+        col_slot=np.zeros(n_a, dtype=np.int8), share=np.ones(n_a, dtype=np.float32),
+        phase=np.zeros(n_a, dtype=np.float32), col_topic=columns, freq=np.zeros((n_s, n_a), dtype=np.uint8),
+        user_lift=np.ascontiguousarray(lift, dtype=np.float32), per_event=per_event, device_mult=device_mult,
+        base_rate=base_rate, lift_power=np.ascontiguousarray(lift_power, dtype=np.int8), qs_factor=qs_factor,
+        n_slots=n_slots, floor=floor,
+        value_lift=np.zeros(n_a, dtype=bool) if value_lift is None else np.asarray(value_lift, dtype=bool),
+    )  # fmt: skip
+    return select_numba(batch, parallel=False)
 
 
 def rank_top(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
