@@ -239,6 +239,11 @@ def markdown(res: dict[str, Any], images: dict[str, str]) -> str:
                       f"{fmt(sd.get('write_s'), 1)} s), peak RSS {sd['peak_rss_mb'] / 1024:.2f} GB.", ""]
     if res.get("skipped"):
         lines += ["## Skipped points", ""] + [f"- {s}" for s in res["skipped"]] + [""]
+    if res.get("added_points"):
+        lines += ["## Points measured after the suite", "",
+                  "A point that failed or was skipped inside the time budget, measured right after it with "
+                  "`python benchmarks/run.py --render benchmarks/results.json --add-point USERS ADVERTISERS DAYS`:", ""]
+        lines += [f"- {s}" for s in res["added_points"]] + [""]
     lines += [
         "## Reference points",
         "",
