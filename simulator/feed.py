@@ -31,6 +31,9 @@ from simulator.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
+#: Smallest batch served after a budget crossing (sessions).
+MIN_BATCH = 256
+
 #: Weight of the users' latent taste in true relevance (the platform sees only the rest).
 TASTE_WEIGHT = 0.25
 
@@ -90,6 +93,7 @@ class Feed:
         self.day = 0
         # The platform's relevance lift of every user for every category (float32, computed once).
         self.user_lift = relevance_lift(population.affinity).astype(np.float32)
+        self.topic_max_lift = self.user_lift.max(axis=0).astype(np.float64)
         # Campaigns grouped by identical demographic + interest targeting.
         keys = [book.camp_seg_ok[c].tobytes() + int(book.camp_interest_bits[c]).to_bytes(8, "little") for c in range(book.n_campaigns)]
         uniq = {k: i for i, k in enumerate(dict.fromkeys(keys))}
@@ -123,13 +127,24 @@ class Feed:
             self._serve_chunk(chunk, hour, cond)
 
     def _serve_chunk(self, users: np.ndarray, hour: int, cond: DayConditions) -> None:
+        """Serve a chunk in batches, re-auctioning after each budget crossing.
+
+        The work after a crossing is thrown away, so a batch that follows a crossing is small
+        (twice the sessions the last one got through, at least ``MIN_BATCH``) and batches
+        double while no budget runs out: with many campaigns exhausting in one chunk the
+        wasted work stays a few hundred sessions per crossing, not the rest of the chunk.
+        """
         start = 0
         hour_index = self.day * 24 + hour
+        step = len(users)
         while start < len(users):
             cols = self.book.servable(hour_index)
             if cols.size == 0:
                 return
-            start += self._serve(users[start:], cols, hour, cond)
+            batch = users[start : start + step]
+            used = self._serve(batch, cols, hour, cond)
+            start += used
+            step = max(MIN_BATCH, 2 * used) if used < len(batch) else 2 * step
 
     # ------------------------------------------------------------------ core
 
@@ -140,8 +155,18 @@ class Feed:
         """
         book, pop, rng = self.book, self.population, self.auction_rng
         n_s = len(users)
-        # A random column order per batch: the kernels break ties by column, so ties go at random.
+        # Column order: by an upper bound of each ad's rank over all users, best first, so the
+        # compiled kernel can stop scanning a session once no remaining ad can make its slots
+        # (exact pruning); ads with equal bounds in a random order drawn per batch, and the
+        # kernels break rank ties by column, so ties go at random.
         cols = cols[rng.permutation(cols.size)]
+        inputs = self._rank_inputs(cols, hour)
+        bound = self._rank_bound(cols, inputs)
+        best_first = np.argsort(-bound, kind="stable")
+        cols, bound = cols[best_first], bound[best_first]
+        bill, base_rate, lift_power, per_event, ocpc, device_mult = (
+            None if x is None else x[best_first] for x in inputs
+        )
         camp = book.ad_camp[cols]
         # --- eligibility inputs: targeting groups and audience lists, creative split, pacing and quality gate
         groups, col_group = np.unique(self.camp_group[camp], return_inverse=True)
@@ -175,20 +200,6 @@ class Feed:
         phase = rng.random(cols.size, dtype=np.float32)
         # --- Ad Rank = value x QS / 10, value = bid x multipliers x predicted rate of the billing event
         q = self.quality
-        bill = book.camp_bill[camp]
-        base_rate = np.select(
-            [bill == BILL_IMPRESSION, bill == BILL_CLICK, bill == BILL_ENGAGEMENT],
-            [np.ones(cols.size), q.ctr_hat[cols], q.engage_hat[cols]],
-            q.ctr_hat[cols] * q.cvr_hat[cols],
-        )
-        lift_power = np.select([bill == BILL_IMPRESSION, bill == BILL_CONVERSION], [0, 2], 1).astype(np.int8)
-        per_event = book.camp_bid_eff[camp] * book.camp_mult[camp] * book.camp_hour_mult[camp, hour] * book.camp_pace_mult[camp]
-        # oCPC: a CPA campaign billed per click bids target x pCVR(user) per click, pCVR = cvr_hat x lift.
-        ocpc = book.camp_ocpc[camp] & (bill == BILL_CLICK)
-        if ocpc.any():
-            per_event = np.where(ocpc, book.camp_amount[camp] * book.camp_mult[camp] * book.camp_hour_mult[camp, hour] * book.camp_pace_mult[camp] * q.cvr_hat[cols], per_event)
-        dev = book.camp_dev_mult[camp]
-        device_mult = dev if np.any(dev != 1.0) else None
         device = pop.device[users]
         batch = kernels.Batch(
             users=users, device=device, admitted=admitted, audience=audience, picks=picks, u_part=u_part,
@@ -197,7 +208,7 @@ class Feed:
             col_slot=col_slot, share=share, phase=phase, col_topic=book.ad_topic[cols], freq=self.freq,
             user_lift=self.user_lift, per_event=per_event, device_mult=device_mult, base_rate=base_rate,
             lift_power=lift_power, qs_factor=q.qs[cols] / 10.0, n_slots=self.n_slots, floor=self.floor,
-            value_lift=ocpc,
+            value_lift=ocpc, bound=bound,
         )  # fmt: skip
         order, sorted_ranks = kernels.select(batch)
         paid = auction.rank_prices(self.mechanism, sorted_ranks, self.view, self.floor)
@@ -294,6 +305,35 @@ class Feed:
         done = camps[(book.remaining_micro()[camps] <= 0) & ~book.camp_exhausted[camps]]
         self._exhaust(done, hour, "spent")
         return n_used
+
+    def _rank_inputs(self, cols: np.ndarray, hour: int) -> tuple:
+        """Per column: billing event, predicted base rate, lift power, yuan per event, oCPC flag, device multipliers."""
+        book, q = self.book, self.quality
+        camp = book.ad_camp[cols]
+        bill = book.camp_bill[camp]
+        base_rate = np.select(
+            [bill == BILL_IMPRESSION, bill == BILL_CLICK, bill == BILL_ENGAGEMENT],
+            [np.ones(cols.size), q.ctr_hat[cols], q.engage_hat[cols]],
+            q.ctr_hat[cols] * q.cvr_hat[cols],
+        )
+        lift_power = np.select([bill == BILL_IMPRESSION, bill == BILL_CONVERSION], [0, 2], 1).astype(np.int8)
+        multipliers = book.camp_mult[camp] * book.camp_hour_mult[camp, hour] * book.camp_pace_mult[camp]
+        per_event = book.camp_bid_eff[camp] * multipliers
+        # oCPC: a CPA campaign billed per click bids target x pCVR(user) per click, pCVR = cvr_hat x lift.
+        ocpc = book.camp_ocpc[camp] & (bill == BILL_CLICK)
+        if ocpc.any():
+            per_event = np.where(ocpc, book.camp_amount[camp] * multipliers * q.cvr_hat[cols], per_event)
+        dev = book.camp_dev_mult[camp]
+        device_mult = dev if np.any(dev != 1.0) else None
+        return bill, base_rate, lift_power, per_event, ocpc, device_mult
+
+    def _rank_bound(self, cols: np.ndarray, inputs: tuple) -> np.ndarray:
+        """An upper bound of each column's Ad Rank over every user and device (slightly inflated)."""
+        _, base_rate, lift_power, per_event, ocpc, device_mult = inputs
+        top_lift = self.topic_max_lift[self.book.ad_topic[cols]]
+        value = per_event * (device_mult.max(axis=1) if device_mult is not None else 1.0) * np.where(ocpc, top_lift, 1.0)
+        rate = base_rate * np.where(lift_power >= 1, top_lift, 1.0) * np.where(lift_power == 2, top_lift, 1.0)
+        return value * rate * (self.quality.qs[cols] / 10.0) * (1.0 + 1e-9)
 
     def _exhaust(self, campaigns: np.ndarray, hour: int, how: str) -> None:
         book = self.book

@@ -170,6 +170,11 @@ class Batch:
     n_slots: int
     floor: float
     value_lift: NDArray[np.bool_]  # value per event x the user's lift (oCPC click bids)
+    #: Upper bound of each column's rank over all sessions, non-increasing along the columns
+    #: (+inf: no pruning).  The compiled kernel stops scanning a session at the first column
+    #: whose bound cannot beat the floor or the session's current last slot; the numpy path
+    #: scans everything, and the two agree because the pruning only skips ads that cannot win.
+    bound: NDArray[np.float64] | None = None
 
 
 def eligibility(b: Batch) -> tuple[NDArray[np.bool_], NDArray[np.float32]]:
@@ -205,7 +210,7 @@ if numba is not None:
     def _select_body(  # noqa: ANN202, PLR0913
         users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
         col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
-        base_rate, lift_power, qs_factor, width, floor, value_lift,
+        base_rate, lift_power, qs_factor, width, floor, value_lift, bound,
     ):  # fmt: skip  # noqa: ANN001
         n_s = users.shape[0]
         n_a = per_event.shape[0]
@@ -217,6 +222,9 @@ if numba is not None:
             dev = device[s]
             count = 0
             for j in range(n_a):
+                bj = bound[j]
+                if bj < floor or (count == width and bj <= sorted_ranks[s, width - 1]):
+                    break  # columns come in non-increasing bound order: nobody after j can win
                 if exhausted[j] or not admitted[s, col_group[j]]:
                     continue
                 a = col_audience[j]
@@ -291,6 +299,7 @@ def select_numba(b: Batch, parallel: bool | None = None) -> tuple[NDArray[np.int
         np.ascontiguousarray(b.base_rate, dtype=np.float64), b.lift_power,
         np.ascontiguousarray(b.qs_factor, dtype=np.float64), b.n_slots + 1, float(b.floor),
         np.ascontiguousarray(b.value_lift, dtype=bool),
+        np.full(b.per_event.size, np.inf) if b.bound is None else np.ascontiguousarray(b.bound, dtype=np.float64),
     )  # fmt: skip
 
 
