@@ -44,6 +44,10 @@ class Result:
     manifest: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        """A table by name: ``result["market_daily"]``."""
+        return self.tables[name]
+
     @property
     def advertiser_daily(self) -> pd.DataFrame:
         return self.tables["advertiser_daily"]

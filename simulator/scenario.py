@@ -893,9 +893,12 @@ def _format_one(err: Any, label: str) -> list[str]:
         known = _fields_at(loc[:-1])
         msg = "unknown field"
         close = difflib.get_close_matches(field[:100], known, n=1, cutoff=0.6)
-        deeper, exact = _misplaced(field[:100], loc[:-1])
+        deeper, exact, name = _misplaced(field[:100], loc[:-1])
         if deeper and (exact or not close):
-            msg += f" (did you mean {deeper}?)"
+            if name and not exact and "." in deeper and name != deeper.rsplit(".", 1)[-1]:
+                msg += f" (did you mean {name}? that is {deeper})"  # daily_budjet -> daily_budget
+            else:
+                msg += f" (did you mean {deeper}?)"
         elif close:
             msg += f" (did you mean {close[0]}?)"
         elif known:
@@ -975,16 +978,17 @@ def _clean_loc(loc: list[Any]) -> list[Any]:
     return out
 
 
-def _misplaced(key: str, loc: list[Any]) -> tuple[str | None, bool]:
+def _misplaced(key: str, loc: list[Any]) -> tuple[str | None, bool, str | None]:
     """A field one or two tables below ``loc`` that ``key`` probably means: ``users`` -> ``population.users``.
 
-    Returns the dotted path (``N`` stands for a list index) and whether the match is exact.
+    Returns the dotted path (``N`` stands for a list index), whether the match is exact, and the
+    name it matched (``daily_budget`` for ``budget.daily``).
 
     Also matches compound names written the other way round: ``daily_budget`` -> ``budget.daily``.
     """
     model = _model_at(loc)
     if model is None:
-        return None, False
+        return None, False, None
     paths: list[list[str]] = []
 
     def walk(m: Any, prefix: list[str], depth: int) -> None:
@@ -1007,9 +1011,9 @@ def _misplaced(key: str, loc: list[Any]) -> tuple[str | None, bool]:
         for variant in (words[-1], "_".join(words[-2:]), "_".join(reversed(words[-2:]))):
             by_key.setdefault(variant, dotted)
     if norm in by_key:
-        return by_key[norm], True
+        return by_key[norm], True, norm
     close = difflib.get_close_matches(norm, list(by_key), n=1, cutoff=0.85)
-    return (by_key[close[0]], False) if close else (None, False)
+    return (by_key[close[0]], False, close[0]) if close else (None, False, None)
 
 
 def _strip_annotated(tp: Any) -> Any:
