@@ -23,7 +23,7 @@ FAMILIAR_CLICK = 0.4
 FAMILIAR_CONVERSION = 0.8
 
 
-def _sigmoid(z: FloatArray) -> FloatArray:
+def sigmoid(z: FloatArray) -> FloatArray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
@@ -83,22 +83,22 @@ def probabilities(imp: Impressions) -> dict[str, FloatArray]:
     content = imp.content - 0.5
     view = imp.view
     p = {
-        "click": view * _sigmoid(-4.8 + 2.4 * rel + 1.6 * content + FAMILIAR_CLICK * known - fatigue),
-        "like": view * _sigmoid(-4.6 + 2.0 * rel + 1.4 * auth + 1.0 * content - fatigue),
-        "save": view * _sigmoid(-5.2 + 2.2 * rel + 0.8 * auth + 1.4 * content - fatigue),
-        "comment": view * _sigmoid(-6.6 + 1.8 * rel + 1.8 * auth - fatigue),
-        "share": view * _sigmoid(-6.9 + 2.0 * rel + 1.2 * auth + 0.8 * content - fatigue),
-        "follow": view * _sigmoid(-7.2 + 1.6 * rel + 1.6 * auth - fatigue),
+        "click": view * sigmoid(-4.8 + 2.4 * rel + 1.6 * content + FAMILIAR_CLICK * known - fatigue),
+        "like": view * sigmoid(-4.6 + 2.0 * rel + 1.4 * auth + 1.0 * content - fatigue),
+        "save": view * sigmoid(-5.2 + 2.2 * rel + 0.8 * auth + 1.4 * content - fatigue),
+        "comment": view * sigmoid(-6.6 + 1.8 * rel + 1.8 * auth - fatigue),
+        "share": view * sigmoid(-6.9 + 2.0 * rel + 1.2 * auth + 0.8 * content - fatigue),
+        "follow": view * sigmoid(-7.2 + 1.6 * rel + 1.6 * auth - fatigue),
         "video_completion": np.where(
-            imp.is_video, view * _sigmoid(-1.6 + 1.8 * rel + 1.0 * auth + 0.6 * imp.vertical - fatigue), 0.0
+            imp.is_video, view * sigmoid(-1.6 + 1.8 * rel + 1.0 * auth + 0.6 * imp.vertical - fatigue), 0.0
         ),
     }
     has_landing = ~np.isnan(imp.landing)
     landing = np.where(has_landing, imp.landing, 0.6) - 0.5
     p["conversion"] = np.minimum(
-        1.0, imp.intent * _sigmoid(-5.6 + 1.8 * rel + 2.2 * landing + 0.6 * content + FAMILIAR_CONVERSION * known)
+        1.0, imp.intent * sigmoid(-5.6 + 1.8 * rel + 2.2 * landing + 0.6 * content + FAMILIAR_CONVERSION * known)
     )
-    p["bounce"] = np.where(has_landing, _sigmoid(0.4 - 3.5 * landing - 1.2 * rel), 0.0)
+    p["bounce"] = np.where(has_landing, sigmoid(0.4 - 3.5 * landing - 1.2 * rel), 0.0)
     return p
 
 

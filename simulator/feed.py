@@ -38,10 +38,6 @@ MIN_BATCH = 256
 TASTE_WEIGHT = 0.25
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 def members(users: np.ndarray, sorted_ids: np.ndarray | None) -> np.ndarray:
     """Which ``users`` are in the sorted id array (bool, same shape as ``users``)."""
     if sorted_ids is None or sorted_ids.size == 0:
@@ -225,7 +221,7 @@ class Feed:
         taste = np.einsum("ij,ij->i", pop.taste[imp_users], book.ad_taste[ads])
         rel_obs = pop.affinity[imp_users, book.ad_topic[ads]].astype(np.float64)
         imp = engagement.Impressions(
-            relevance=(1 - TASTE_WEIGHT) * rel_obs + TASTE_WEIGHT * _sigmoid(1.5 * taste.astype(np.float64)),
+            relevance=(1 - TASTE_WEIGHT) * rel_obs + TASTE_WEIGHT * engagement.sigmoid(1.5 * taste.astype(np.float64)),
             content=book.ad_content[ads],
             authenticity=book.ad_authenticity[ads],
             is_video=book.ad_video[ads],

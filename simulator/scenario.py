@@ -1048,24 +1048,8 @@ def _model_at(loc: list[Any]) -> type[BaseModel] | None:
 
 def _fields_at(loc: list[Any]) -> list[str]:
     """The field names allowed at a location of the scenario, for did-you-mean hints."""
-    model: Any = Scenario
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if isinstance(part, str) and part in RULE_NAMES and _is_rule_union(model):
-            model = _rule_model(part)
-            continue
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return []
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return []
-        model = _unwrap(field.annotation)
-    if _is_rule_union(model):
-        return []
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return list(model.model_fields)
-    return []
+    model = _model_at(loc)
+    return list(model.model_fields) if model is not None else []
 
 
 def _unwrap(tp: Any) -> Any:

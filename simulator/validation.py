@@ -301,7 +301,7 @@ def check_myerson(n_auctions: int = 200_000, seed: int = 20260907) -> list[Check
             Check(
                 f"revenue-maximising reserve, {n} bidders",
                 MYERSON,
-                setup_base + f"; reserves 0, 0.05, ..., 1 on the same draws; argmax of mean revenue",
+                setup_base + "; reserves 0, 0.05, ..., 1 on the same draws; argmax of mean revenue",
                 0.5,
                 float(grid[int(np.argmax(revs))]),
                 0.05,
@@ -797,7 +797,6 @@ def check_target_cpa(target: float = 60.0, days: int = 6, learn_days: int = 1) -
     tables = market.tables()
     d = tables["advertiser_daily"]
     mine = d[d["advertiser"] == "tcpa"].sort_values("date")
-    clicks_by_day = mine["clicks"].to_numpy(dtype=float)[learn_days:]
     window = mine.iloc[learn_days:]
     spend, conv, clicks = float(window["spend"].sum()), float(window["conversions"].sum()), float(window["clicks"].sum())
     cpa = spend / conv if conv > 0 else float("inf")
