@@ -164,15 +164,15 @@ def markdown(res: dict[str, Any], images: dict[str, str]) -> str:
         parts_table(res),
         "",
         "How: `benchmarks/measure.py parts` wraps the engine's named functions (`Population.draw_sessions`; "
-        "`kernels.rank_top` (and its two paths), `auction.allocate`, `rank_prices`, `event_prices`; `Feed._targeting`; "
-        "`engagement.sample`; the `Ledger`'s `record_*` and "
+        "`kernels.rank_top` (and its two paths), `auction.allocate`, `rank_prices`, `event_prices`; `Feed._setup` (a chunk's "
+        "targeting masks, rank inputs and pruning order); `respond.respond` (the users' responses and the "
+        "budget-crossing cut, fused into one compiled pass); the `Ledger`'s `record_*` and "
         "`close_day`; `QualityModel.update`; `Market.__init__`, `Market.step`, `Market.tables`; `results.write_run`, "
         "`plots.save_report`; `Feed.serve_hour`; and any other public Python function of `simulator.kernels`, "
         "where the engine's fused kernels live) with timers and charges each part its exclusive time (its own "
         "time minus that of wrapped functions it calls), so the parts add up to the run. \"Eligibility, Ad Rank inputs, "
-        "billing\" is what `Feed.serve_hour` and the functions it calls do besides the named ones: budget, frequency "
-        "cap, creative split, pacing and quality gate masks, the inputs of the rank kernel, the budget-crossing cut and "
-        "the bookkeeping of the impressions. Functions the engine no longer has are listed below the table. A part's rate is the auctions (impressions) of the run divided by that part's CPU time: the "
+        "billing\" is what `Feed.serve_hour` and the functions it calls do besides the named ones: the live "
+        "columns of each batch, the uniforms of the responses, the order values and the bookkeeping of the impressions. Functions the engine no longer has are listed below the table. A part's rate is the auctions (impressions) of the run divided by that part's CPU time: the "
         "rate the engine would reach if that part were all it did.",
     ]
     pm = res.get("parts_memory")

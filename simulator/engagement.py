@@ -102,29 +102,35 @@ def probabilities(imp: Impressions) -> dict[str, FloatArray]:
     return p
 
 
+def draw(p: dict[str, FloatArray], u: FloatArray) -> dict[str, NDArray[np.bool_]]:
+    """Outcomes from the probabilities ``p`` and uniforms ``u`` (n, 10), one row per impression.
+
+    Conversion and bounce are conditional on a click; bounce excludes conversion.
+    """
+    click = u[:, 0] < p["click"]
+    conversion = click & (u[:, 7] < p["conversion"])
+    return {
+        "click": click,
+        "like": u[:, 1] < p["like"],
+        "comment": u[:, 2] < p["comment"],
+        "save": u[:, 3] < p["save"],
+        "share": u[:, 4] < p["share"],
+        "follow": u[:, 5] < p["follow"],
+        "video_completion": u[:, 6] < p["video_completion"],
+        "conversion": conversion,
+        "bounce": click & ~conversion & (u[:, 8] < p["bounce"]),
+    }
+
+
 def sample(imp: Impressions, rng: np.random.Generator) -> Outcomes:
     """Draw every outcome of every impression in one pass."""
     n = len(imp.relevance)
-    p = probabilities(imp)
-    u = rng.random((10, n))
-    click = u[0] < p["click"]
-    conversion = click & (u[7] < p["conversion"])
-    bounce = click & ~conversion & (u[8] < p["bounce"])
+    out = draw(probabilities(imp), rng.random((n, 10)))
+    conversion = out["conversion"]
     value = np.zeros(n)
     n_conv = int(conversion.sum())
     if n_conv:
         # Lognormal order values with the given mean (sigma 0.5).
         mean = imp.order_value_mean[conversion] * imp.order_value_mult
         value[conversion] = mean * np.exp(0.5 * rng.standard_normal(n_conv) - 0.125)
-    return Outcomes(
-        click=click,
-        like=u[1] < p["like"],
-        comment=u[2] < p["comment"],
-        save=u[3] < p["save"],
-        share=u[4] < p["share"],
-        follow=u[5] < p["follow"],
-        video_completion=u[6] < p["video_completion"],
-        conversion=conversion,
-        bounce=bounce,
-        order_value=np.round(value, 2),
-    )
+    return Outcomes(**out, order_value=np.round(value, 2))

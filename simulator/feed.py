@@ -16,12 +16,12 @@ chunks and over the few campaigns with several creatives or an audience list.
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from simulator import auction, engagement, kernels
+from simulator import auction, engagement, kernels, respond
 from simulator.book import BILL_CLICK, BILL_CONVERSION, BILL_ENGAGEMENT, BILL_IMPRESSION, MICRO, AdBook
 from simulator.calendar import Calendar, DayConditions
 from simulator.ledger import Ledger
@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 #: Smallest batch served after a budget crossing (sessions).
 MIN_BATCH = 256
 
-#: Weight of the users' latent taste in true relevance (the platform sees only the rest).
-TASTE_WEIGHT = 0.25
+#: Per-column entries of a chunk's setup (cut down to the live columns for each batch).
+_PER_COLUMN = (
+    "cols", "camp", "bill", "col_group", "col_audience", "col_multi", "col_slot", "share", "phase", "col_topic",
+    "per_event", "device_mult", "base_rate", "lift_power", "qs_factor", "ocpc", "bound",
+)  # fmt: skip
 
 
 def members(users: np.ndarray, sorted_ids: np.ndarray | None) -> np.ndarray:
@@ -125,44 +128,45 @@ class Feed:
     def _serve_chunk(self, users: np.ndarray, hour: int, cond: DayConditions) -> None:
         """Serve a chunk in batches, re-auctioning after each budget crossing.
 
-        The work after a crossing is thrown away, so a batch that follows a crossing is small
-        (twice the sessions the last one got through, at least ``MIN_BATCH``) and batches
-        double while no budget runs out: with many campaigns exhausting in one chunk the
-        wasted work stays a few hundred sessions per crossing, not the rest of the chunk.
+        The chunk's ads, their order and every per-session draw are set up once
+        (:meth:`_setup`); a batch then auctions its sessions among the ads whose campaigns still
+        have budget.  The work after a crossing is thrown away, so a batch that follows a
+        crossing is small (twice the sessions the last one got through, at least ``MIN_BATCH``)
+        and batches double while no budget runs out: with many campaigns exhausting in one chunk
+        the wasted work stays a few hundred sessions per crossing, not the rest of the chunk.
         """
-        start = 0
-        hour_index = self.day * 24 + hour
-        step = len(users)
+        cols = self.book.servable(self.day * 24 + hour)
+        if cols.size == 0 or users.size == 0:
+            return
+        chunk = self._setup(users, cols, hour)
+        start, step = 0, len(users)
         while start < len(users):
-            cols = self.book.servable(hour_index)
-            if cols.size == 0:
-                return
-            batch = users[start : start + step]
-            used = self._serve(batch, cols, hour, cond)
+            used = self._serve(chunk, start, min(start + step, len(users)), hour, cond)
+            step = max(MIN_BATCH, 2 * used) if used < step and start + used < len(users) else 2 * step
             start += used
-            step = max(MIN_BATCH, 2 * used) if used < len(batch) else 2 * step
 
     # ------------------------------------------------------------------ core
 
-    def _serve(self, users: np.ndarray, cols: np.ndarray, hour: int, cond: DayConditions) -> int:
-        """Auction ``users``' sessions among ads ``cols``; commit up to the first budget crossing.
+    def _setup(self, users: np.ndarray, cols: np.ndarray, hour: int) -> dict[str, Any]:
+        """The chunk's columns (ads) in pruning order with their rank inputs, and its per-session inputs.
 
-        Returns the number of sessions committed (all of them unless a budget was crossed).
+        Column order: in buckets by how the rank scales with the user's lift, each sorted by an
+        upper bound of the rank, so the compiled kernel can stop scanning a bucket once none of
+        its remaining ads can make the session's slots (exact pruning, kernels.pruning_order);
+        ads with equal keys in a random order drawn per chunk, and the kernels break rank ties by
+        column, so ties go at random.
         """
         book, pop, rng = self.book, self.population, self.auction_rng
         n_s = len(users)
-        # Column order: by an upper bound of each ad's rank over all users, best first, so the
-        # compiled kernel can stop scanning a session once no remaining ad can make its slots
-        # (exact pruning); ads with equal bounds in a random order drawn per batch, and the
-        # kernels break rank ties by column, so ties go at random.
         cols = cols[rng.permutation(cols.size)]
-        inputs = self._rank_inputs(cols, hour)
-        bound = self._rank_bound(cols, inputs)
-        best_first = np.argsort(-bound, kind="stable")
-        cols, bound = cols[best_first], bound[best_first]
-        bill, base_rate, lift_power, per_event, ocpc, device_mult = (
-            None if x is None else x[best_first] for x in inputs
+        bill, base_rate, lift_power, per_event, ocpc, device_mult = self._rank_inputs(cols, hour)
+        qs_factor = self.quality.qs[cols] / 10.0
+        col_topic = book.ad_topic[cols]
+        perm, bound, bucket_start, bucket_topic, bucket_power = kernels.pruning_order(
+            per_event, device_mult, base_rate, lift_power, ocpc, qs_factor, col_topic, self.topic_max_lift
         )
+        bucket = np.repeat(np.arange(bucket_power.size), np.diff(bucket_start))
+        cols = cols[perm]
         camp = book.ad_camp[cols]
         # --- eligibility inputs: targeting groups and audience lists, creative split, pacing and quality gate
         groups, col_group = np.unique(self.camp_group[camp], return_inverse=True)
@@ -192,115 +196,131 @@ class Feed:
             col_multi[js] = m
             col_slot[js] = np.arange(js.size)
         share = (book.camp_throttle[camp] * self._gate[cols]).astype(np.float32)
-        u_part = rng.random(n_s, dtype=np.float32)
-        phase = rng.random(cols.size, dtype=np.float32)
-        # --- Ad Rank = value x QS / 10, value = bid x multipliers x predicted rate of the billing event
-        q = self.quality
-        device = pop.device[users]
-        batch = kernels.Batch(
-            users=users, device=device, admitted=admitted, audience=audience, picks=picks, u_part=u_part,
-            col_group=col_group.astype(np.int32), col_audience=col_audience,
-            exhausted=book.camp_exhausted[camp], col_ad=cols, cap=self.cap, col_multi=col_multi,
-            col_slot=col_slot, share=share, phase=phase, col_topic=book.ad_topic[cols], freq=self.freq,
-            user_lift=self.user_lift, per_event=per_event, device_mult=device_mult, base_rate=base_rate,
-            lift_power=lift_power, qs_factor=q.qs[cols] / 10.0, n_slots=self.n_slots, floor=self.floor,
-            value_lift=ocpc, bound=bound,
-        )  # fmt: skip
-        order, sorted_ranks = kernels.select(batch)
-        paid = auction.rank_prices(self.mechanism, sorted_ranks, self.view, self.floor)
-        s_idx, k_idx = np.nonzero(order[:, : self.n_slots] >= 0)  # row-major: time order
-        j = order[s_idx, k_idx]
-        value = per_event[j] if device_mult is None else per_event[j] * device_mult[j, device[s_idx]]
-        if ocpc.any():
-            value = np.where(ocpc[j], value * self.user_lift[users[s_idx], book.ad_topic[cols[j]]].astype(np.float64), value)
-        prices = auction.event_prices(value, sorted_ranks[s_idx, k_idx], paid[s_idx, k_idx])
-        ads = cols[j]
-        imp_users = users[s_idx]
-        imp_camp = camp[j]
-        # --- what the users do (ground truth)
-        taste = np.einsum("ij,ij->i", pop.taste[imp_users], book.ad_taste[ads])
-        rel_obs = pop.affinity[imp_users, book.ad_topic[ads]].astype(np.float64)
-        imp = engagement.Impressions(
-            relevance=(1 - TASTE_WEIGHT) * rel_obs + TASTE_WEIGHT * engagement.sigmoid(1.5 * taste.astype(np.float64)),
-            content=book.ad_content[ads],
-            authenticity=book.ad_authenticity[ads],
-            is_video=book.ad_video[ads],
-            vertical=book.ad_vertical[ads],
-            landing=book.camp_landing[imp_camp],
-            view=self.view[k_idx],
-            frequency=self.freq[imp_users, ads].astype(np.float64),
-            wear=np.log1p(10.0 * book.ad_impressions_total[ads] / pop.n),
-            intent=cond.intent,
-            order_value_mean=book.camp_value[imp_camp],
-            order_value_mult=cond.order_value,
-            familiar=members(book.camp_adv[imp_camp].astype(np.int64) * pop.n + imp_users, self.familiar_keys),
-        )
-        out = engagement.sample(imp, self.engagement_rng)
-        # --- billing, in time order, against what each campaign may still spend
-        ev_bill = bill[j]
-        event = np.select(
-            [ev_bill == BILL_IMPRESSION, ev_bill == BILL_CLICK, ev_bill == BILL_ENGAGEMENT],
-            [np.ones(ads.size, dtype=bool), out.click, out.engagement],
-            out.conversion,
-        )
-        amount = np.where(event, np.floor(prices * MICRO), 0).astype(np.int64)
-        remaining = book.remaining_micro()
-        over = event & crosses(imp_camp, amount, remaining)
-        if over.any():
-            n_used = int(s_idx[over].min()) + 1
-            keep = s_idx < n_used
+        return {
+            "users": users, "device": pop.device[users], "admitted": admitted, "audience": audience, "picks": picks,
+            "u_part": rng.random(n_s, dtype=np.float32),
+            # per column (ad), in pruning order
+            "cols": cols, "camp": camp, "bill": bill[perm], "col_group": col_group.astype(np.int32),
+            "col_audience": col_audience, "col_multi": col_multi, "col_slot": col_slot, "share": share,
+            "phase": rng.random(cols.size, dtype=np.float32), "col_topic": col_topic[perm],
+            "per_event": per_event[perm], "device_mult": None if device_mult is None else device_mult[perm],
+            "base_rate": base_rate[perm], "lift_power": lift_power[perm], "qs_factor": qs_factor[perm],
+            "ocpc": ocpc[perm], "bound": bound, "bucket": bucket, "bucket_topic": bucket_topic,
+            "bucket_power": bucket_power,
+            # per campaign of the chunk: its first column (impression-share denominators)
+            "camps": camps, "first_col": first_col,
+        }  # fmt: skip
+
+    def _serve(self, chunk: dict[str, Any], start: int, stop: int, hour: int, cond: DayConditions) -> int:
+        """Auction sessions ``start:stop`` of the chunk among its live ads; commit up to the first budget crossing.
+
+        Returns the number of sessions committed (all of them unless a budget was crossed).
+        """
+        book, ch = self.book, chunk
+        users = ch["users"][start:stop]
+        admitted = ch["admitted"][start:stop]
+        audience = ch["audience"][start:stop]
+        n_s = len(users)
+        # --- the auction among the columns whose campaigns still have budget
+        live = np.flatnonzero(~book.camp_exhausted[ch["camp"]])
+        if live.size:
+            cut = {k: ch[k][live] for k in _PER_COLUMN if ch[k] is not None}
+            counts = np.bincount(ch["bucket"][live], minlength=ch["bucket_power"].size)
+            has = counts > 0
+            bucket_start = np.zeros(int(has.sum()) + 1, dtype=np.int32)
+            bucket_start[1:] = np.cumsum(counts[has])
+            batch = kernels.Batch(
+                users=users, device=ch["device"][start:stop], admitted=admitted, audience=audience,
+                picks=ch["picks"][start:stop], u_part=ch["u_part"][start:stop], col_group=cut["col_group"],
+                col_audience=cut["col_audience"], exhausted=np.zeros(live.size, dtype=bool), col_ad=cut["cols"],
+                cap=self.cap, col_multi=cut["col_multi"], col_slot=cut["col_slot"], share=cut["share"],
+                phase=cut["phase"], col_topic=cut["col_topic"], freq=self.freq, user_lift=self.user_lift,
+                per_event=cut["per_event"], device_mult=cut.get("device_mult"), base_rate=cut["base_rate"],
+                lift_power=cut["lift_power"], qs_factor=cut["qs_factor"], n_slots=self.n_slots, floor=self.floor,
+                value_lift=cut["ocpc"], bound=cut["bound"], bucket_start=bucket_start,
+                bucket_topic=ch["bucket_topic"][has], bucket_power=ch["bucket_power"][has],
+            )  # fmt: skip
+            order, sorted_ranks = kernels.select(batch)
+            served = self._respond(batch, cut, order, sorted_ranks, cond)
+            n_used = served.n_used
         else:
-            n_used = n_s
-            keep = np.ones(ads.size, dtype=bool)
-        billed = np.where(over, 0, amount)
+            served, n_used = None, n_s
+        # --- commit the sessions up to the cut; impression share counts the auctions targeting admitted
+        committed = admitted[:n_used]
+        first_col, col_group, col_audience = ch["first_col"], ch["col_group"], ch["col_audience"]
+        targeted = committed.sum(axis=0)[col_group[first_col]]
+        listed = np.flatnonzero(col_audience[first_col] >= 0)
+        if listed.size:
+            j0 = first_col[listed]
+            targeted[listed] = (committed[:, col_group[j0]] & audience[:n_used, col_audience[j0]]).sum(axis=0)
+        self.ledger.record_eligible(ch["camps"], targeted)
+        if served is not None:
+            self._commit(served, users, cut, hour, cond)
+        return n_used
+
+    def _respond(self, batch: kernels.Batch, cut: dict[str, Any], order: np.ndarray, sorted_ranks: np.ndarray, cond: DayConditions) -> respond.Served:
+        """The users' responses to the batch's winners and the billing, up to the first crossing."""
+        book, pop = self.book, self.population
+        winners = respond.Winners(
+            order=order, sorted_ranks=sorted_ranks,
+            paid=auction.rank_prices(self.mechanism, sorted_ranks, self.view, self.floor), n_slots=self.n_slots,
+            users=batch.users, device=batch.device, cols=cut["cols"], camp=cut["camp"], bill=cut["bill"],
+            per_event=cut["per_event"], device_mult=cut.get("device_mult"), ocpc=cut["ocpc"],
+            user_lift=self.user_lift, affinity=pop.affinity, taste=pop.taste, ad_taste=book.ad_taste,
+            ad_topic=book.ad_topic, ad_content=book.ad_content, ad_authenticity=book.ad_authenticity,
+            ad_video=book.ad_video, ad_vertical=book.ad_vertical, ad_impressions_total=book.ad_impressions_total,
+            camp_landing=book.camp_landing, camp_adv=book.camp_adv, remaining=book.remaining_micro(), freq=self.freq,
+            familiar_keys=self.familiar_keys, view=self.view, intent=cond.intent,
+            u=self.engagement_rng.random((respond.impressions(order, self.n_slots), 10)),
+        )  # fmt: skip
+        served = respond.respond(winners)
         if self.trace is not None:
             eligible, lift = kernels.eligibility(batch)
             self.trace.append(
                 {
-                    "eligible": eligible, "lift": lift, "device": device, "per_event": per_event,
-                    "device_mult": device_mult, "base_rate": base_rate, "lift_power": lift_power,
-                    "qs_factor": batch.qs_factor, "value_lift": ocpc, "n_slots": self.n_slots, "floor": self.floor, "view": self.view,
-                    "mechanism": self.mechanism, "order": order, "sorted_ranks": sorted_ranks, "prices": prices,
-                    "s_idx": s_idx, "k_idx": k_idx, "camp": camp, "event": event, "remaining": remaining,
-                    "billed": billed, "over": over, "n_used": n_used,
+                    "eligible": eligible, "lift": lift, "device": batch.device, "per_event": batch.per_event,
+                    "device_mult": batch.device_mult, "base_rate": batch.base_rate, "lift_power": batch.lift_power,
+                    "qs_factor": batch.qs_factor, "value_lift": batch.value_lift, "n_slots": self.n_slots,
+                    "floor": self.floor, "view": self.view, "mechanism": self.mechanism, "order": order,
+                    "sorted_ranks": sorted_ranks, "prices": served.price, "s_idx": served.session,
+                    "k_idx": served.slot, "camp": cut["camp"], "event": served.event, "remaining": winners.remaining,
+                    "billed": served.billed, "over": served.over, "n_used": served.n_used,
+                    "winners": replace(winners, freq=self.freq.copy(), ad_impressions_total=book.ad_impressions_total.copy()),
+                    "served": served,
                 }
             )  # fmt: skip
-        # --- commit the sessions up to the cut; impression share counts the auctions targeting admitted
-        committed = admitted[:n_used]
-        targeted = committed.sum(axis=0)[col_group[first_col]]
-        for i, j0 in enumerate(first_col):
-            if col_audience[j0] >= 0:
-                targeted[i] = (committed[:, col_group[j0]] & audience[:n_used, col_audience[j0]]).sum()
-        self.ledger.record_eligible(camps, targeted)
-        lift_imp = self.user_lift[imp_users, book.ad_topic[ads]].astype(np.float64)
-        if not keep.all():
-            ads, k_idx, imp_users, imp_camp = ads[keep], k_idx[keep], imp_users[keep], imp_camp[keep]
-            billed, over, amount, rel_obs, lift_imp = billed[keep], over[keep], amount[keep], rel_obs[keep], lift_imp[keep]
-            out = engagement.Outcomes(**{f.name: getattr(out, f.name)[keep] for f in fields(out)})
+        return served
+
+    def _commit(self, served: respond.Served, users: np.ndarray, cut: dict[str, Any], hour: int, cond: DayConditions) -> None:
+        """Record the kept impressions: counters, billing, frequency, wear, audiences, exhausted budgets."""
+        book = self.book
+        ads = cut["cols"][served.col]
+        imp_camp = cut["camp"][served.col]
+        imp_users = users[served.session]
+        o = served.outcomes
+        # Order values of the conversions (lognormal with the campaign's mean, sigma 0.5).
+        value = np.zeros(ads.size)
+        conv = o["conversion"]
+        n_conv = int(conv.sum())
+        if n_conv:
+            mean = book.camp_value[imp_camp[conv]] * cond.order_value
+            value[conv] = mean * np.exp(0.5 * self.engagement_rng.standard_normal(n_conv) - 0.125)
+        out = engagement.Outcomes(**o, order_value=np.round(value, 2))
         self.ledger.record_impressions(
-            hour,
-            ads,
-            k_idx,
-            out,
-            billed,
-            over,
-            np.where(over, amount, 0),
-            rel_obs,
-            lift_imp * self.view[k_idx],
-            lift_imp,
-            self.engagement_weights,
-        )
-        book.bill(np.bincount(imp_camp, weights=billed, minlength=book.n_campaigns).astype(np.int64))
-        self.freq[imp_users, ads] = np.minimum(self.freq[imp_users, ads].astype(np.int16) + 1, 255).astype(np.uint8)
+            hour, ads, served.slot, out, served.billed, served.over, np.where(served.over, served.amount, 0),
+            served.relevance, served.lift * self.view[served.slot], served.lift, self.engagement_weights,
+        )  # fmt: skip
+        book.bill(np.bincount(imp_camp, weights=served.billed, minlength=book.n_campaigns).astype(np.int64))
+        self.freq[imp_users, ads] = np.minimum(served.frequency.astype(np.int16) + 1, 255).astype(np.uint8)
         book.ad_impressions_total += np.bincount(ads, minlength=book.n_ads)
         if out.click.any():
             self.clicked.append((book.camp_adv[imp_camp[out.click]], imp_users[out.click]))
         if out.conversion.any():
             self.converted.append((book.camp_adv[imp_camp[out.conversion]], imp_users[out.conversion]))
-        self._exhaust(np.unique(imp_camp[over]), hour, "crossing")
+        self._exhaust(np.unique(imp_camp[served.over]), hour, "crossing")
+        camps = np.unique(cut["camp"])
         done = camps[(book.remaining_micro()[camps] <= 0) & ~book.camp_exhausted[camps]]
         self._exhaust(done, hour, "spent")
-        return n_used
 
     def _rank_inputs(self, cols: np.ndarray, hour: int) -> tuple:
         """Per column: billing event, predicted base rate, lift power, yuan per event, oCPC flag, device multipliers."""
@@ -323,14 +343,6 @@ class Feed:
         device_mult = dev if np.any(dev != 1.0) else None
         return bill, base_rate, lift_power, per_event, ocpc, device_mult
 
-    def _rank_bound(self, cols: np.ndarray, inputs: tuple) -> np.ndarray:
-        """An upper bound of each column's Ad Rank over every user and device (slightly inflated)."""
-        _, base_rate, lift_power, per_event, ocpc, device_mult = inputs
-        top_lift = self.topic_max_lift[self.book.ad_topic[cols]]
-        value = per_event * (device_mult.max(axis=1) if device_mult is not None else 1.0) * np.where(ocpc, top_lift, 1.0)
-        rate = base_rate * np.where(lift_power >= 1, top_lift, 1.0) * np.where(lift_power == 2, top_lift, 1.0)
-        return value * rate * (self.quality.qs[cols] / 10.0) * (1.0 + 1e-9)
-
     def _exhaust(self, campaigns: np.ndarray, hour: int, how: str) -> None:
         book = self.book
         for c in campaigns:
@@ -348,17 +360,3 @@ class Feed:
                 }
             )
 
-
-def crosses(campaign: np.ndarray, amount: np.ndarray, remaining: np.ndarray) -> np.ndarray:
-    """Events (in time order) whose running per-campaign sum exceeds the campaign's remaining budget."""
-    if amount.size == 0:
-        return np.zeros(0, dtype=bool)
-    order = np.argsort(campaign, kind="stable")
-    c_sorted = campaign[order]
-    cum = np.cumsum(amount[order])
-    starts = np.flatnonzero(np.r_[True, c_sorted[1:] != c_sorted[:-1]])
-    group_base = np.repeat(cum[starts] - amount[order][starts], np.diff(np.r_[starts, c_sorted.size]))
-    over_sorted = (cum - group_base) > remaining[c_sorted]
-    over = np.empty_like(over_sorted)
-    over[order] = over_sorted
-    return over

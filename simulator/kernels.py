@@ -117,7 +117,7 @@ def rank_top_numba(
     return select_numba(batch, parallel=False)
 
 
-def rank_top(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+def rank_top(*args, **kwargs):
     """The fastest available implementation (numba unless ``ADSIM_NUMBA=0``)."""
     if HAVE_NUMBA:
         return rank_top_numba(*args, **kwargs)
@@ -170,11 +170,58 @@ class Batch:
     n_slots: int
     floor: float
     value_lift: NDArray[np.bool_]  # value per event x the user's lift (oCPC click bids)
-    #: Upper bound of each column's rank over all sessions, non-increasing along the columns
-    #: (+inf: no pruning).  The compiled kernel stops scanning a session at the first column
-    #: whose bound cannot beat the floor or the session's current last slot; the numpy path
-    #: scans everything, and the two agree because the pruning only skips ads that cannot win.
+    #: Exact pruning (see :func:`pruning_order`): the columns fall into buckets
+    #: ``bucket_start[b]:bucket_start[b + 1]`` whose ranks scale with the session user's lift of
+    #: ``bucket_topic[b]`` to the power ``bucket_power[b]``; ``bound`` (non-increasing inside a
+    #: bucket) times that factor bounds each column's rank.  The compiled kernel stops scanning a
+    #: bucket at the first column whose bound cannot beat the floor or the session's current last
+    #: slot; the numpy path scans everything, and the two agree because the pruning only skips ads
+    #: that cannot win.  ``None``: one bucket, no pruning.
     bound: NDArray[np.float64] | None = None
+    bucket_start: NDArray[np.int32] | None = None
+    bucket_topic: NDArray[np.int32] | None = None
+    bucket_power: NDArray[np.int8] | None = None
+
+
+def pruning_order(
+    per_event: NDArray[np.float64],
+    device_mult: NDArray[np.float64] | None,
+    base_rate: NDArray[np.float64],
+    lift_power: NDArray[np.int8],
+    value_lift: NDArray[np.bool_],
+    qs_factor: NDArray[np.float64],
+    col_topic: NDArray[np.int32],
+    topic_max_lift: NDArray[np.float64],
+) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.int32], NDArray[np.int32], NDArray[np.int8]]:
+    """Column order, rank bounds and buckets for the compiled kernel's exact pruning.
+
+    A column's rank is ``b0 x lift ** e`` at most, where ``b0`` is its rank without the user's
+    lift (at the best device, inflated by 1e-9 against rounding) and ``e = lift_power +
+    value_lift`` the power of the user's lift of its topic in the rank.  Columns with the same
+    topic and power form a bucket (all lift-free columns one bucket), sorted by ``b0``, best
+    first; buckets come in order of their best bound over all users (``topic_max_lift``), so the
+    kernel meets strong ads early.  The sorts are stable: columns with equal keys keep the
+    caller's (random) order.
+
+    Returns ``perm`` (apply to every per-column array), ``bound`` (``b0`` in the new order),
+    ``bucket_start`` (B + 1), ``bucket_topic`` (B) and ``bucket_power`` (B).
+    """
+    power = lift_power.astype(np.int8) + value_lift.astype(np.int8)
+    topic = np.where(power == 0, -1, col_topic).astype(np.int64)
+    dev = device_mult.max(axis=1) if device_mult is not None else 1.0
+    b0 = per_event * dev * base_rate * qs_factor * (1.0 + 1e-9)
+    keys, bucket = np.unique((topic + 1) * 4 + power, return_inverse=True)
+    k_topic, k_power = keys // 4 - 1, (keys % 4).astype(np.int8)
+    best = np.zeros(keys.size)
+    np.maximum.at(best, bucket, b0)
+    best *= np.where(k_topic >= 0, topic_max_lift[np.maximum(k_topic, 0)], 1.0) ** k_power
+    by_best = np.argsort(-best, kind="stable")
+    place = np.empty(keys.size, dtype=np.int64)
+    place[by_best] = np.arange(keys.size)
+    perm = np.lexsort((-b0, place[bucket]))
+    start = np.zeros(keys.size + 1, dtype=np.int32)
+    start[1:] = np.cumsum(np.bincount(place[bucket], minlength=keys.size))
+    return perm, b0[perm], start, np.maximum(k_topic[by_best], 0).astype(np.int32), k_power[by_best]
 
 
 def eligibility(b: Batch) -> tuple[NDArray[np.bool_], NDArray[np.float32]]:
@@ -207,68 +254,93 @@ def select_numpy(b: Batch) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
 
 if numba is not None:
 
-    def _select_body(  # noqa: ANN202, PLR0913
+    def _select_body(
         users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
         col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
-        base_rate, lift_power, qs_factor, width, floor, value_lift, bound,
-    ):  # fmt: skip  # noqa: ANN001
+        base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bucket_start, bucket_topic, bucket_power,
+    ):  # fmt: skip
         n_s = users.shape[0]
-        n_a = per_event.shape[0]
+        n_buckets = bucket_power.shape[0]
         one = np.float32(1.0)
         order = np.full((n_s, width), -1, dtype=np.int32)
         sorted_ranks = np.zeros((n_s, width))
+        mults = np.empty((n_s, n_buckets))
+        visit = np.empty((n_s, n_buckets), dtype=np.int32)
         for s in numba.prange(n_s):  # prange is a plain range in the serial compilation
             u = users[s]
             dev = device[s]
             count = 0
-            for j in range(n_a):
-                bj = bound[j]
-                if bj < floor or (count == width and bj <= sorted_ranks[s, width - 1]):
-                    break  # columns come in non-increasing bound order: nobody after j can win
-                if exhausted[j] or not admitted[s, col_group[j]]:
-                    continue
-                a = col_audience[j]
-                if a >= 0 and not audience[s, a]:
-                    continue
-                if cap > 0 and freq[u, col_ad[j]] >= cap:
-                    continue
-                m = col_multi[j]
-                if m >= 0 and picks[s, m] != col_slot[j]:
-                    continue
-                sh = share[j]
-                if sh < one:
-                    x = u_part[s] + phase[j]
-                    if x >= one:
-                        x = x - one
-                    if not (x < sh):
-                        continue
-                v = per_event[j]
-                if has_device:
-                    v = v * device_mult[dev, j]
-                if value_lift[j]:
-                    v = v * np.float64(user_lift[u, col_topic[j]])
-                lp = lift_power[j]
-                if lp == 0:
-                    rate = 1.0 * base_rate[j]
-                else:
-                    lf = np.float64(user_lift[u, col_topic[j]])
-                    rate = lf * base_rate[j]
-                    if lp == 2:
-                        rate = rate * lf
-                r = v * rate * qs_factor[j]
-                if not (r >= floor and r > 0.0):
-                    continue
-                if count == width and r <= sorted_ranks[s, width - 1]:
-                    continue
-                p = count if count < width else width - 1
-                while p > 0 and sorted_ranks[s, p - 1] < r:
-                    sorted_ranks[s, p] = sorted_ranks[s, p - 1]
-                    order[s, p] = order[s, p - 1]
+            # This user's lift factor of each bucket, and the buckets in order of their best bound.
+            for b in range(n_buckets):
+                mult = 1.0
+                e = bucket_power[b]
+                if e > 0:
+                    lf_b = np.float64(user_lift[u, bucket_topic[b]])
+                    mult = lf_b
+                    for _ in range(e - 1):
+                        mult = mult * lf_b
+                mults[s, b] = mult
+                top = bound[bucket_start[b]] * mult
+                p = b
+                while p > 0 and bound[bucket_start[visit[s, p - 1]]] * mults[s, visit[s, p - 1]] < top:
+                    visit[s, p] = visit[s, p - 1]
                     p -= 1
-                sorted_ranks[s, p] = r
-                order[s, p] = j
-                if count < width:
-                    count += 1
+                visit[s, p] = b
+            for i in range(n_buckets):
+                b = visit[s, i]
+                mult = mults[s, b]
+                top = bound[bucket_start[b]] * mult
+                if top < floor or (count == width and top < sorted_ranks[s, width - 1]):
+                    break  # buckets come best first: nothing further can win
+                for j in range(bucket_start[b], bucket_start[b + 1]):
+                    bj = bound[j] * mult
+                    if bj < floor or (count == width and bj < sorted_ranks[s, width - 1]):
+                        break  # bounds fall along the bucket: nobody after j in it can win
+                    if exhausted[j] or not admitted[s, col_group[j]]:
+                        continue
+                    a = col_audience[j]
+                    if a >= 0 and not audience[s, a]:
+                        continue
+                    if cap > 0 and freq[u, col_ad[j]] >= cap:
+                        continue
+                    m = col_multi[j]
+                    if m >= 0 and picks[s, m] != col_slot[j]:
+                        continue
+                    sh = share[j]
+                    if sh < one:
+                        x = u_part[s] + phase[j]
+                        if x >= one:
+                            x = x - one
+                        if not (x < sh):
+                            continue
+                    v = per_event[j]
+                    if has_device:
+                        v = v * device_mult[dev, j]
+                    if value_lift[j]:
+                        v = v * np.float64(user_lift[u, col_topic[j]])
+                    lp = lift_power[j]
+                    if lp == 0:
+                        rate = 1.0 * base_rate[j]
+                    else:
+                        lf = np.float64(user_lift[u, col_topic[j]])
+                        rate = lf * base_rate[j]
+                        if lp == 2:
+                            rate = rate * lf
+                    r = v * rate * qs_factor[j]
+                    if not (r >= floor and r > 0.0):
+                        continue
+                    # Ties go to the lower column index, whatever order the buckets are scanned in.
+                    if count == width and (r < sorted_ranks[s, width - 1] or (r == sorted_ranks[s, width - 1] and j > order[s, width - 1])):
+                        continue
+                    p = count if count < width else width - 1
+                    while p > 0 and (sorted_ranks[s, p - 1] < r or (sorted_ranks[s, p - 1] == r and order[s, p - 1] > j)):
+                        sorted_ranks[s, p] = sorted_ranks[s, p - 1]
+                        order[s, p] = order[s, p - 1]
+                        p -= 1
+                    sorted_ranks[s, p] = r
+                    order[s, p] = j
+                    if count < width:
+                        count += 1
         return order, sorted_ranks
 
 
@@ -299,7 +371,19 @@ def select_numba(b: Batch, parallel: bool | None = None) -> tuple[NDArray[np.int
         np.ascontiguousarray(b.base_rate, dtype=np.float64), b.lift_power,
         np.ascontiguousarray(b.qs_factor, dtype=np.float64), b.n_slots + 1, float(b.floor),
         np.ascontiguousarray(b.value_lift, dtype=bool),
-        np.full(b.per_event.size, np.inf) if b.bound is None else np.ascontiguousarray(b.bound, dtype=np.float64),
+        *_buckets(b),
+    )  # fmt: skip
+
+
+def _buckets(b: Batch) -> tuple:
+    """The kernel's pruning inputs: bound, bucket starts, topics and powers (one open bucket if none)."""
+    n_a = b.per_event.size
+    bound = np.full(n_a, np.inf) if b.bound is None else np.ascontiguousarray(b.bound, dtype=np.float64)
+    if b.bucket_start is None:  # one bucket whose bound needs no lift (a global bound, or none)
+        return bound, np.array([0, n_a], dtype=np.int32), np.zeros(1, np.int32), np.zeros(1, np.int8)
+    return (
+        bound, np.ascontiguousarray(b.bucket_start, dtype=np.int32),
+        np.ascontiguousarray(b.bucket_topic, dtype=np.int32), np.ascontiguousarray(b.bucket_power, dtype=np.int8),
     )  # fmt: skip
 
 

@@ -100,10 +100,43 @@ def _split(ax: Axes | None, nrows: int, ncols: int, figsize: tuple[float, float]
     return axes
 
 
+class _DateLocator(mdates.AutoDateLocator):
+    """``AutoDateLocator`` that remembers the ticks of the last view interval.
+
+    Layout and drawing ask an axis for its ticks a dozen times per draw, and
+    each answer builds a fresh date rule; the ticks depend only on the view
+    interval, so one answer per interval is enough.
+    """
+
+    _memo: tuple[tuple[float, float], Any] | None = None
+
+    def __call__(self) -> Any:
+        if self.axis is None:
+            return super().__call__()
+        key = tuple(self.axis.get_view_interval())
+        if self._memo is None or self._memo[0] != key:
+            self._memo = (key, super().__call__())
+        return self._memo[1]
+
+
+class _DateFormatter(mdates.DateFormatter):
+    """``DateFormatter`` that remembers the labels it wrote (tick labels are formatted over and over)."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self._memo: dict[float, str] = {}
+
+    def __call__(self, x: float, pos: int | None = 0) -> str:
+        label = self._memo.get(x)
+        if label is None:
+            label = self._memo[x] = super().__call__(x, pos)
+        return label
+
+
 def _date_axis(ax: Axes, labels: bool = True) -> None:
-    locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
+    locator = _DateLocator(minticks=3, maxticks=7)
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
+    ax.xaxis.set_major_formatter(_DateFormatter("%d %b"))
     if not labels:
         ax.tick_params(labelbottom=False)
 
@@ -690,6 +723,9 @@ def plot_kpi_table(daily: pd.DataFrame, n: int = 8, ax: Axes | None = None) -> A
                      cellLoc="right", colLoc="right", bbox=(0, 0, 1, 1))  # fmt: skip
     table.auto_set_font_size(False)
     table.set_fontsize(8.5)
+    # The table fills the Axes exactly (bbox (0, 0, 1, 1)), so it adds nothing to the
+    # Axes' extent; leaving it out of the layout spares measuring every cell twice.
+    table.set_in_layout(False)
     widths = [0.16] + [0.84 / len(spec)] * len(spec)
     for (row, col), cell in table.get_celld().items():
         cell.set_width(widths[col])
@@ -763,10 +799,23 @@ def report_figure(tables: dict[str, pd.DataFrame], title: str = "", scenario: An
     return fig
 
 
+def _save_png(fig: Figure, path: str | Path, dpi: float) -> None:
+    """Write ``fig`` as a PNG at ``dpi``: the same pixels as ``fig.savefig(path, dpi=dpi)``, drawn once.
+
+    ``savefig`` on a figure with a layout engine draws it twice: once without
+    rendering (to run the layout) and once for real.  Drawing on an Agg canvas
+    directly runs the layout inside the one real draw.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig.set_dpi(dpi)
+    FigureCanvasAgg(fig).print_png(path)
+
+
 def save_report(tables: dict[str, pd.DataFrame], path: str | Path, title: str = "", scenario: Any = None) -> Path:
     """Draw ``report_figure`` and write it as a PNG (80 dpi: about 1280 x 1680 pixels)."""
     fig = report_figure(tables, title=title, scenario=scenario)
-    fig.savefig(path, dpi=80, format="png")
+    _save_png(fig, path, dpi=80)
     return Path(path)
 
 

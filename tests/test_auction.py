@@ -184,3 +184,51 @@ def test_fused_selection_matches_the_numpy_path():
             np.testing.assert_array_equal(o1, o2)
             np.testing.assert_array_equal(r1, r2)
         assert (o1[:, 0] >= 0).any()  # the batches are not trivially empty
+
+
+def _with_pruning(b, rng):
+    """The batch with columns in ``pruning_order`` and its buckets set (the engine's exact pruning)."""
+    import dataclasses
+
+    max_lift = b.user_lift.max(axis=0).astype(np.float64)
+    perm, bound, start, topic, power = kernels.pruning_order(
+        b.per_event, b.device_mult, b.base_rate, b.lift_power, b.value_lift, b.qs_factor, b.col_topic, max_lift
+    )
+    per_col = {
+        f.name: getattr(b, f.name)[perm]
+        for f in dataclasses.fields(b)
+        if f.name.startswith("col_") or f.name in ("exhausted", "share", "phase", "per_event", "base_rate", "lift_power", "qs_factor", "value_lift")
+    }
+    if b.device_mult is not None:
+        per_col["device_mult"] = b.device_mult[perm]
+    return dataclasses.replace(b, **per_col, bound=bound, bucket_start=start, bucket_topic=topic, bucket_power=power)
+
+
+def test_pruning_by_lift_buckets_keeps_the_winners_and_ties():
+    rng = np.random.default_rng(5)
+    pruned_any = 0
+    for _ in range(60):
+        b = _with_pruning(_random_batch(rng, n_ads=int(rng.integers(4, 40)), n_s=60), rng)
+        assert (np.diff(b.bucket_start) > 0).all()
+        for lo, hi in zip(b.bucket_start[:-1], b.bucket_start[1:], strict=True):
+            assert (np.diff(b.bound[lo:hi]) <= 0).all()  # bounds fall inside each bucket
+        o1, r1 = kernels.select_numpy(b)
+        o2, r2 = kernels.select_numba(b, parallel=False)
+        np.testing.assert_array_equal(o1, o2)
+        np.testing.assert_array_equal(r1, r2)
+        # The bound holds: no eligible ad outranks bound x lift ** power of its bucket.
+        eligible, lift = kernels.eligibility(b)
+        o_all, r_all = kernels.rank_top_numpy(
+            np.ones_like(eligible), lift, b.device, b.per_event, b.device_mult, b.base_rate, b.lift_power,
+            b.qs_factor, b.per_event.size, 0.0, b.value_lift,
+        )
+        for s in range(eligible.shape[0]):
+            for k in range(o_all.shape[1]):
+                j = o_all[s, k]
+                if j < 0:
+                    continue
+                bkt = np.searchsorted(b.bucket_start, j, side="right") - 1
+                factor = np.float64(b.user_lift[b.users[s], b.bucket_topic[bkt]]) ** b.bucket_power[bkt]
+                assert r_all[s, k] <= b.bound[j] * factor
+        pruned_any += int((b.bound < b.bound.max()).any())
+    assert pruned_any > 30

@@ -1,0 +1,362 @@
+"""What happens after the auction of one batch: the users' responses and the billing, in time order.
+
+Given each session's winners (``order``, ``sorted_ranks`` and the paid ranks from
+:mod:`simulator.auction`), for every impression in time order (session by
+session, slot by slot): its price per billing event, the ground truth of what the
+user does (:mod:`simulator.engagement`), whether the campaign's billing event
+happened and what it costs, and whether that cost crosses the campaign's
+remaining budget.  Impressions stop after the session of the first crossing: the
+feed re-auctions the rest without the campaign that ran out.
+
+Two implementations that give identical results:
+
+* :func:`respond_numpy`: whole-array numpy over every impression of the batch (the reference);
+* :func:`respond_numba`: one compiled pass over the impressions that stops at the cut,
+  reading the user and ad tables in place instead of gathering them into arrays.
+
+Random draws are made with numpy before either runs (ten uniforms per impression of
+the batch), so both consume the same stream.  Order values of conversions are
+drawn afterwards, for the impressions kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from simulator import auction, engagement, kernels
+from simulator.book import BILL_CLICK, BILL_ENGAGEMENT, BILL_IMPRESSION, MICRO
+
+#: Weight of the users' latent taste in true relevance (the platform sees only the rest).
+TASTE_WEIGHT = 0.25
+
+#: Outcome columns of :class:`Served`, in the order of the compiled pass's flag matrix.
+OUTCOMES = ("click", "like", "comment", "save", "share", "follow", "video_completion", "conversion", "bounce")
+
+
+@dataclass
+class Winners:
+    """One batch's auction results and everything its impressions' responses depend on.
+
+    Per session (S): ``users``, ``device``; ``order`` (S, n_slots + 1) column per position (-1
+    empty), ``sorted_ranks`` and ``paid`` (S, n_slots) the rank each slot's winner pays for.
+    Per column (A): ``cols`` (ad index), ``camp``, ``bill`` (billing event), ``per_event`` (yuan
+    per event bid), ``device_mult`` (A, 2) or None, ``ocpc`` (the bid scales with the user's lift).
+    Tables: users' ``user_lift``, ``affinity`` (n_users, C) and ``taste`` (n_users, K); ads'
+    ``ad_taste`` (n_ads, K), ``ad_topic``, ``ad_content``, ``ad_authenticity``, ``ad_video``,
+    ``ad_vertical``, ``ad_impressions_total``; campaigns' ``camp_landing`` (NaN: none),
+    ``camp_adv`` and ``remaining`` micro-yuan; ``freq`` (n_users, n_ads) impressions today;
+    ``familiar_keys`` sorted ``advertiser x n_users + user``; ``view`` per slot; the day's
+    ``intent``; ``u`` (n_impressions, 10) uniforms, one row per impression in time order.
+    """
+
+    order: NDArray[np.int32]
+    sorted_ranks: NDArray[np.float64]
+    paid: NDArray[np.float64]
+    n_slots: int
+    users: NDArray[np.int32]
+    device: NDArray[np.int8]
+    cols: NDArray[np.int32]
+    camp: NDArray[np.int32]
+    bill: NDArray[np.int8]
+    per_event: NDArray[np.float64]
+    device_mult: NDArray[np.float64] | None
+    ocpc: NDArray[np.bool_]
+    user_lift: NDArray[np.float32]
+    affinity: NDArray[np.float32]
+    taste: NDArray[np.float32]
+    ad_taste: NDArray[np.float32]
+    ad_topic: NDArray[np.int32]
+    ad_content: NDArray[np.float64]
+    ad_authenticity: NDArray[np.float64]
+    ad_video: NDArray[np.bool_]
+    ad_vertical: NDArray[np.float64]
+    ad_impressions_total: NDArray[np.float64]
+    camp_landing: NDArray[np.float64]
+    camp_adv: NDArray[np.int32]
+    remaining: NDArray[np.int64]
+    freq: NDArray[np.uint8]
+    familiar_keys: NDArray[np.int64]
+    view: NDArray[np.float64]
+    intent: float
+    u: NDArray[np.float64]
+
+
+@dataclass
+class Served:
+    """The impressions kept (all sessions up to and including the first budget crossing's).
+
+    ``n_used`` sessions are committed.  Per impression, in time order: ``session`` and ``slot``,
+    ``col`` (column of the batch), the outcomes of :data:`OUTCOMES`, ``price`` (yuan per billing
+    event), ``event`` (the billing event happened), ``amount`` (its micro-yuan, else 0), ``over`` (the event crossed the budget: delivered,
+    not billed), ``billed``, ``relevance`` (observed), ``lift`` (the platform's relevance lift)
+    and ``frequency`` (earlier impressions of the ad to the user today, before this batch).
+    """
+
+    n_used: int
+    session: NDArray[np.int64]
+    slot: NDArray[np.int64]
+    col: NDArray[np.int32]
+    outcomes: dict[str, NDArray[np.bool_]]
+    price: NDArray[np.float64]
+    event: NDArray[np.bool_]
+    amount: NDArray[np.int64]
+    over: NDArray[np.bool_]
+    billed: NDArray[np.int64]
+    relevance: NDArray[np.float64]
+    lift: NDArray[np.float64]
+    frequency: NDArray[np.uint8]
+
+
+def impressions(order: NDArray[np.int32], n_slots: int) -> int:
+    """How many impressions a batch's winners make (uniforms to draw: 10 per impression)."""
+    return int(np.count_nonzero(order[:, :n_slots] >= 0))
+
+
+def members(keys: NDArray[np.int64], sorted_keys: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Which ``keys`` are in the sorted array ``sorted_keys``."""
+    if sorted_keys.size == 0:
+        return np.zeros(keys.shape, dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
+    return sorted_keys[pos] == keys
+
+
+def respond_numpy(w: Winners) -> Served:
+    """Reference implementation over whole arrays; see the module docstring."""
+    s_idx, k_idx = np.nonzero(w.order[:, : w.n_slots] >= 0)  # row-major: time order
+    j = w.order[s_idx, k_idx]
+    value = w.per_event[j] if w.device_mult is None else w.per_event[j] * w.device_mult[j, w.device[s_idx]]
+    users = w.users[s_idx]
+    ads = w.cols[j]
+    topic = w.ad_topic[ads]
+    lift = w.user_lift[users, topic].astype(np.float64)
+    value = np.where(w.ocpc[j], value * lift, value)
+    prices = auction.event_prices(value, w.sorted_ranks[s_idx, k_idx], w.paid[s_idx, k_idx])
+    camp = w.camp[j]
+    # The ground truth: true relevance mixes the observed affinity with the hidden taste match.
+    t, a = w.taste[users], w.ad_taste[ads]
+    taste = t[:, 0] * a[:, 0]
+    for d in range(1, t.shape[1]):
+        taste = taste + t[:, d] * a[:, d]
+    rel_obs = w.affinity[users, topic].astype(np.float64)
+    frequency = w.freq[users, ads]
+    imp = engagement.Impressions(
+        relevance=(1 - TASTE_WEIGHT) * rel_obs + TASTE_WEIGHT * engagement.sigmoid(1.5 * taste.astype(np.float64)),
+        content=w.ad_content[ads],
+        authenticity=w.ad_authenticity[ads],
+        is_video=w.ad_video[ads],
+        vertical=w.ad_vertical[ads],
+        landing=w.camp_landing[camp],
+        view=w.view[k_idx],
+        frequency=frequency.astype(np.float64),
+        wear=np.log1p(10.0 * w.ad_impressions_total[ads] / w.freq.shape[0]),
+        intent=w.intent,
+        order_value_mean=np.zeros(s_idx.size),
+        familiar=members(w.camp_adv[camp].astype(np.int64) * w.freq.shape[0] + users, w.familiar_keys),
+    )
+    out = engagement.draw(engagement.probabilities(imp), w.u)
+    click, conversion = out["click"], out["conversion"]
+    # Billing, in time order, against what each campaign may still spend.
+    ev_bill = w.bill[j]
+    engaged = out["like"] | out["comment"] | out["save"] | out["share"]
+    event = np.select(
+        [ev_bill == BILL_IMPRESSION, ev_bill == BILL_CLICK, ev_bill == BILL_ENGAGEMENT],
+        [np.ones(s_idx.size, dtype=bool), click, engaged],
+        conversion,
+    )
+    amount = np.where(event, np.floor(prices * MICRO), 0).astype(np.int64)
+    over = event & crosses(camp, amount, w.remaining)
+    n_used = int(s_idx[over].min()) + 1 if over.any() else w.order.shape[0]
+    keep = s_idx < n_used
+    over = over[keep]
+    amount = amount[keep]
+    return Served(
+        n_used=n_used,
+        session=s_idx[keep],
+        slot=k_idx[keep],
+        col=j[keep],
+        outcomes={k: v[keep] for k, v in out.items()},
+        price=prices[keep],
+        event=event[keep],
+        amount=amount,
+        over=over,
+        billed=np.where(over, 0, amount),
+        relevance=rel_obs[keep],
+        lift=lift[keep],
+        frequency=frequency[keep],
+    )
+
+
+def crosses(campaign: NDArray[np.int32], amount: NDArray[np.int64], remaining: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Events (in time order) whose running per-campaign sum exceeds the campaign's remaining budget."""
+    if amount.size == 0:
+        return np.zeros(0, dtype=bool)
+    order = np.argsort(campaign, kind="stable")
+    c_sorted = campaign[order]
+    cum = np.cumsum(amount[order])
+    starts = np.flatnonzero(np.r_[True, c_sorted[1:] != c_sorted[:-1]])
+    group_base = np.repeat(cum[starts] - amount[order][starts], np.diff(np.r_[starts, c_sorted.size]))
+    over_sorted = (cum - group_base) > remaining[c_sorted]
+    over = np.empty_like(over_sorted)
+    over[order] = over_sorted
+    return over
+
+
+if kernels.numba is not None:
+    numba = kernels.numba
+    _FC = engagement.FAMILIAR_CLICK
+    _FV = engagement.FAMILIAR_CONVERSION
+
+    @numba.njit(cache=True, nogil=True)
+    def _sig(z):
+        return 1.0 / (1.0 + np.exp(-z))
+
+    @numba.njit(cache=True, nogil=True)
+    def _respond(
+        order, sorted_ranks, paid, n_slots, users, device, cols, camp, bill, per_event, device_mult, has_device,
+        ocpc, user_lift, affinity, taste, ad_taste, ad_topic, ad_content, ad_authenticity, ad_video, ad_vertical,
+        ad_impressions_total, camp_landing, camp_adv, remaining, freq, familiar_keys, view, intent, u,
+    ):  # fmt: skip
+        n_s = order.shape[0]
+        n_imp = u.shape[0]
+        n_users = freq.shape[0]
+        n_dims = taste.shape[1]
+        n_fam = familiar_keys.shape[0]
+        session = np.empty(n_imp, dtype=np.int64)
+        slot = np.empty(n_imp, dtype=np.int64)
+        col = np.empty(n_imp, dtype=np.int32)
+        flags = np.zeros((10, n_imp), dtype=np.bool_)  # OUTCOMES, then the billing event
+        prices = np.empty(n_imp)
+        amount = np.zeros(n_imp, dtype=np.int64)
+        over = np.zeros(n_imp, dtype=np.bool_)
+        relevance = np.empty(n_imp)
+        lift = np.empty(n_imp)
+        frequency = np.empty(n_imp, dtype=np.uint8)
+        spent = np.zeros(remaining.shape[0], dtype=np.int64)  # micro-yuan billed per campaign in this batch so far
+        i = 0
+        n_used = n_s
+        for s in range(n_s):
+            if s >= n_used:
+                break
+            usr = users[s]
+            for k in range(n_slots):
+                j = order[s, k]
+                if j < 0:
+                    break
+                ad = cols[j]
+                c = camp[j]
+                topic = ad_topic[ad]
+                lf = np.float64(user_lift[usr, topic])
+                value = per_event[j]
+                if has_device:
+                    value = value * device_mult[j, device[s]]
+                if ocpc[j]:
+                    value = value * lf
+                rank = sorted_ranks[s, k]
+                ratio = paid[s, k] / rank if rank > 0 else 0.0
+                price = value * min(ratio, 1.0)
+                # Ground truth (engagement.probabilities, operation for operation).
+                acc = taste[usr, 0] * ad_taste[ad, 0]
+                for d in range(1, n_dims):
+                    acc = acc + taste[usr, d] * ad_taste[ad, d]
+                rel_obs = np.float64(affinity[usr, topic])
+                rel = (1 - TASTE_WEIGHT) * rel_obs + TASTE_WEIGHT * _sig(1.5 * np.float64(acc))
+                f0 = freq[usr, ad]
+                fatigue = 0.35 * np.log1p(np.float64(f0)) + 0.12 * np.log1p(10.0 * ad_impressions_total[ad] / n_users)
+                known = 0.0
+                if n_fam > 0:
+                    key = np.int64(camp_adv[c]) * n_users + usr
+                    pos = min(np.searchsorted(familiar_keys, key), n_fam - 1)
+                    if familiar_keys[pos] == key:
+                        known = 1.0
+                auth = ad_authenticity[ad] - 0.5
+                content = ad_content[ad] - 0.5
+                vw = view[k]
+                click = u[i, 0] < vw * _sig(-4.8 + 2.4 * rel + 1.6 * content + _FC * known - fatigue)
+                like = u[i, 1] < vw * _sig(-4.6 + 2.0 * rel + 1.4 * auth + 1.0 * content - fatigue)
+                save = u[i, 3] < vw * _sig(-5.2 + 2.2 * rel + 0.8 * auth + 1.4 * content - fatigue)
+                comment = u[i, 2] < vw * _sig(-6.6 + 1.8 * rel + 1.8 * auth - fatigue)
+                share = u[i, 4] < vw * _sig(-6.9 + 2.0 * rel + 1.2 * auth + 0.8 * content - fatigue)
+                follow = u[i, 5] < vw * _sig(-7.2 + 1.6 * rel + 1.6 * auth - fatigue)
+                video = False
+                if ad_video[ad]:
+                    video = u[i, 6] < vw * _sig(-1.6 + 1.8 * rel + 1.0 * auth + 0.6 * ad_vertical[ad] - fatigue)
+                conversion = False
+                bounce = False
+                if click:
+                    has_landing = not np.isnan(camp_landing[c])
+                    landing = (camp_landing[c] if has_landing else 0.6) - 0.5
+                    p_conv = min(1.0, intent * _sig(-5.6 + 1.8 * rel + 2.2 * landing + 0.6 * content + _FV * known))
+                    conversion = u[i, 7] < p_conv
+                    if not conversion and has_landing:
+                        bounce = u[i, 8] < _sig(0.4 - 3.5 * landing - 1.2 * rel)
+                b = bill[j]
+                if b == 0:  # BILL_IMPRESSION
+                    event = True
+                elif b == 1:  # BILL_CLICK
+                    event = click
+                elif b == 2:  # BILL_ENGAGEMENT
+                    event = like or comment or save or share
+                else:
+                    event = conversion
+                flags[9, i] = event
+                prices[i] = price
+                if event:
+                    a = np.int64(np.floor(price * 1e6))
+                    amount[i] = a
+                    spent[c] += a
+                    if spent[c] > remaining[c]:
+                        over[i] = True
+                        n_used = s + 1
+                session[i] = s
+                slot[i] = k
+                col[i] = j
+                flags[0, i] = click
+                flags[1, i] = like
+                flags[2, i] = comment
+                flags[3, i] = save
+                flags[4, i] = share
+                flags[5, i] = follow
+                flags[6, i] = video
+                flags[7, i] = conversion
+                flags[8, i] = bounce
+                relevance[i] = rel_obs
+                lift[i] = lf
+                frequency[i] = f0
+                i += 1
+        return n_used, i, session, slot, col, flags, prices, amount, over, relevance, lift, frequency
+
+
+def respond_numba(w: Winners) -> Served:
+    """Compiled version of :func:`respond_numpy` (identical results): one pass, stops at the cut."""
+    has_device = w.device_mult is not None
+    dm = np.ascontiguousarray(w.device_mult, dtype=np.float64) if has_device else np.ones((w.per_event.size, 2))
+    n_used, n, session, slot, col, flags, prices, amount, over, relevance, lift, frequency = _respond(
+        w.order, w.sorted_ranks, np.ascontiguousarray(w.paid), int(w.n_slots), w.users, w.device, w.cols, w.camp,
+        w.bill, w.per_event, dm, has_device, w.ocpc, w.user_lift, w.affinity, w.taste, w.ad_taste, w.ad_topic,
+        w.ad_content, w.ad_authenticity, w.ad_video, w.ad_vertical, w.ad_impressions_total, w.camp_landing,
+        w.camp_adv, w.remaining, w.freq, w.familiar_keys, w.view, float(w.intent), w.u,
+    )  # fmt: skip
+    over, amount = over[:n], amount[:n]
+    return Served(
+        n_used=int(n_used),
+        session=session[:n],
+        slot=slot[:n],
+        col=col[:n],
+        outcomes={name: flags[i, :n] for i, name in enumerate(OUTCOMES)},
+        price=prices[:n],
+        event=flags[9, :n],
+        amount=amount,
+        over=over,
+        billed=np.where(over, 0, amount),
+        relevance=relevance[:n],
+        lift=lift[:n],
+        frequency=frequency[:n],
+    )
+
+
+def respond(w: Winners) -> Served:
+    """The fastest available implementation (numba unless ``ADSIM_NUMBA=0``)."""
+    return respond_numba(w) if kernels.HAVE_NUMBA else respond_numpy(w)
