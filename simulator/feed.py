@@ -31,9 +31,6 @@ from simulator.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
-#: Smallest batch served after a budget crossing (sessions).
-MIN_BATCH = 256
-
 #: Per-column entries of a chunk's setup (cut down to the live columns for each batch).
 _PER_COLUMN = (
     "cols", "camp", "bill", "col_group", "col_audience", "col_multi", "col_slot", "share", "phase", "col_topic",
@@ -126,24 +123,30 @@ class Feed:
             self._serve_chunk(chunk, hour, cond)
 
     def _serve_chunk(self, users: np.ndarray, hour: int, cond: DayConditions) -> None:
-        """Serve a chunk in batches, re-auctioning after each budget crossing.
+        """Auction a chunk's sessions, serve and bill them in time order, then record them.
 
         The chunk's ads, their order and every per-session draw are set up once
-        (:meth:`_setup`); a batch then auctions its sessions among the ads whose campaigns still
-        have budget.  The work after a crossing is thrown away, so a batch that follows a
-        crossing is small (twice the sessions the last one got through, at least ``MIN_BATCH``)
-        and batches double while no budget runs out: with many campaigns exhausting in one chunk
-        the wasted work stays a few hundred sessions per crossing, not the rest of the chunk.
+        (:meth:`_setup`), and all its sessions are auctioned at once among the ads whose campaigns
+        have budget.  When a billing event crosses a campaign's budget, the campaign leaves: the
+        later sessions whose auction had it among their top ``n_slots + 1`` are auctioned again
+        without it, one by one as the serving reaches them (the others would come out the same).
         """
         cols = self.book.servable(self.day * 24 + hour)
         if cols.size == 0 or users.size == 0:
             return
-        chunk = self._setup(users, cols, hour)
-        start, step = 0, len(users)
-        while start < len(users):
-            used = self._serve(chunk, start, min(start + step, len(users)), hour, cond)
-            step = max(MIN_BATCH, 2 * used) if used < step and start + used < len(users) else 2 * step
-            start += used
+        ch = self._setup(users, cols, hour)
+        live = np.flatnonzero(~self.book.camp_exhausted[ch["camp"]])
+        if live.size:
+            self._auction(ch, live, hour, cond)
+        # Impression share counts the auctions whose targeting admitted each campaign.
+        admitted, audience = ch["admitted"], ch["audience"]
+        first_col, col_group, col_audience = ch["first_col"], ch["col_group"], ch["col_audience"]
+        targeted = admitted.sum(axis=0)[col_group[first_col]]
+        listed = np.flatnonzero(col_audience[first_col] >= 0)
+        if listed.size:
+            j0 = first_col[listed]
+            targeted[listed] = (admitted[:, col_group[j0]] & audience[:, col_audience[j0]]).sum(axis=0)
+        self.ledger.record_eligible(ch["camps"], targeted)
 
     # ------------------------------------------------------------------ core
 
@@ -211,70 +214,50 @@ class Feed:
             "camps": camps, "first_col": first_col,
         }  # fmt: skip
 
-    def _serve(self, chunk: dict[str, Any], start: int, stop: int, hour: int, cond: DayConditions) -> int:
-        """Auction sessions ``start:stop`` of the chunk among its live ads; commit up to the first budget crossing.
-
-        Returns the number of sessions committed (all of them unless a budget was crossed).
-        """
-        book, ch = self.book, chunk
-        users = ch["users"][start:stop]
-        admitted = ch["admitted"][start:stop]
-        audience = ch["audience"][start:stop]
-        n_s = len(users)
-        # --- the auction among the columns whose campaigns still have budget
-        live = np.flatnonzero(~book.camp_exhausted[ch["camp"]])
-        if live.size:
-            cut = {k: ch[k][live] for k in _PER_COLUMN if ch[k] is not None}
-            counts = np.bincount(ch["bucket"][live], minlength=ch["bucket_power"].size)
-            has = counts > 0
-            bucket_start = np.zeros(int(has.sum()) + 1, dtype=np.int32)
-            bucket_start[1:] = np.cumsum(counts[has])
-            batch = kernels.Batch(
-                users=users, device=ch["device"][start:stop], admitted=admitted, audience=audience,
-                picks=ch["picks"][start:stop], u_part=ch["u_part"][start:stop], col_group=cut["col_group"],
-                col_audience=cut["col_audience"], exhausted=np.zeros(live.size, dtype=bool), col_ad=cut["cols"],
-                cap=self.cap, col_multi=cut["col_multi"], col_slot=cut["col_slot"], share=cut["share"],
-                phase=cut["phase"], col_topic=cut["col_topic"], freq=self.freq, user_lift=self.user_lift,
-                per_event=cut["per_event"], device_mult=cut.get("device_mult"), base_rate=cut["base_rate"],
-                lift_power=cut["lift_power"], qs_factor=cut["qs_factor"], n_slots=self.n_slots, floor=self.floor,
-                value_lift=cut["ocpc"], bound=cut["bound"], bucket_start=bucket_start,
-                bucket_topic=ch["bucket_topic"][has], bucket_power=ch["bucket_power"][has],
-            )  # fmt: skip
-            order, sorted_ranks = kernels.select(batch)
-            served = self._respond(batch, cut, order, sorted_ranks, cond)
-            n_used = served.n_used
-        else:
-            served, n_used = None, n_s
-        # --- commit the sessions up to the cut; impression share counts the auctions targeting admitted
-        committed = admitted[:n_used]
-        first_col, col_group, col_audience = ch["first_col"], ch["col_group"], ch["col_audience"]
-        targeted = committed.sum(axis=0)[col_group[first_col]]
-        listed = np.flatnonzero(col_audience[first_col] >= 0)
-        if listed.size:
-            j0 = first_col[listed]
-            targeted[listed] = (committed[:, col_group[j0]] & audience[:n_used, col_audience[j0]]).sum(axis=0)
-        self.ledger.record_eligible(ch["camps"], targeted)
-        if served is not None:
-            self._commit(served, users, cut, hour, cond)
-        return n_used
-
-    def _respond(self, batch: kernels.Batch, cut: dict[str, Any], order: np.ndarray, sorted_ranks: np.ndarray, cond: DayConditions) -> respond.Served:
-        """The users' responses to the batch's winners and the billing, up to the first crossing."""
+    def _auction(self, ch: dict[str, Any], live: np.ndarray, hour: int, cond: DayConditions) -> None:
+        """Auction the chunk among its ``live`` columns, serve in time order, re-auction after crossings."""
+        book = self.book
+        cut = {k: ch[k][live] for k in _PER_COLUMN if ch[k] is not None}
+        counts = np.bincount(ch["bucket"][live], minlength=ch["bucket_power"].size)
+        has = counts > 0
+        bucket_start = np.zeros(int(has.sum()) + 1, dtype=np.int32)
+        bucket_start[1:] = np.cumsum(counts[has])
+        users = ch["users"]
+        n_s = users.size
+        batch = kernels.Batch(
+            users=users, device=ch["device"], admitted=ch["admitted"], audience=ch["audience"], picks=ch["picks"],
+            u_part=ch["u_part"], col_group=cut["col_group"], col_audience=cut["col_audience"],
+            exhausted=np.zeros(live.size, dtype=bool), col_ad=cut["cols"], cap=self.cap, col_multi=cut["col_multi"],
+            col_slot=cut["col_slot"], share=cut["share"], phase=cut["phase"], col_topic=cut["col_topic"],
+            freq=self.freq, user_lift=self.user_lift, per_event=cut["per_event"], device_mult=cut.get("device_mult"),
+            base_rate=cut["base_rate"], lift_power=cut["lift_power"], qs_factor=cut["qs_factor"],
+            n_slots=self.n_slots, floor=self.floor, value_lift=cut["ocpc"], bound=cut["bound"],
+            bucket_start=bucket_start, bucket_topic=ch["bucket_topic"][has], bucket_power=ch["bucket_power"][has],
+        )  # fmt: skip
+        order, sorted_ranks = kernels.select(batch)
         book, pop = self.book, self.population
         winners = respond.Winners(
             order=order, sorted_ranks=sorted_ranks,
             paid=auction.rank_prices(self.mechanism, sorted_ranks, self.view, self.floor), n_slots=self.n_slots,
-            users=batch.users, device=batch.device, cols=cut["cols"], camp=cut["camp"], bill=cut["bill"],
+            users=users, device=batch.device, cols=cut["cols"], camp=cut["camp"], bill=cut["bill"],
             per_event=cut["per_event"], device_mult=cut.get("device_mult"), ocpc=cut["ocpc"],
             user_lift=self.user_lift, affinity=pop.affinity, taste=pop.taste, ad_taste=book.ad_taste,
             ad_topic=book.ad_topic, ad_content=book.ad_content, ad_authenticity=book.ad_authenticity,
             ad_video=book.ad_video, ad_vertical=book.ad_vertical, ad_impressions_total=book.ad_impressions_total,
             camp_landing=book.camp_landing, camp_adv=book.camp_adv, remaining=book.remaining_micro(), freq=self.freq,
             familiar_keys=self.familiar_keys, view=self.view, intent=cond.intent,
-            u=self.engagement_rng.random((respond.impressions(order, self.n_slots), 10)),
+            u=self.engagement_rng.random((n_s, self.n_slots, 10)), dead=book.camp_exhausted.copy(), batch=batch,
+            mechanism=self.mechanism,
         )  # fmt: skip
+        before = None
+        if self.trace is not None:  # the inputs as they were (the serving re-auctions in place)
+            freq = self.freq.copy()
+            before = replace(
+                winners, order=order.copy(), sorted_ranks=sorted_ranks.copy(), paid=winners.paid.copy(), freq=freq,
+                ad_impressions_total=book.ad_impressions_total.copy(), batch=replace(batch, freq=freq),
+            )  # fmt: skip
         served = respond.respond(winners)
-        if self.trace is not None:
+        if before is not None:
             eligible, lift = kernels.eligibility(batch)
             self.trace.append(
                 {
@@ -283,13 +266,12 @@ class Feed:
                     "qs_factor": batch.qs_factor, "value_lift": batch.value_lift, "n_slots": self.n_slots,
                     "floor": self.floor, "view": self.view, "mechanism": self.mechanism, "order": order,
                     "sorted_ranks": sorted_ranks, "prices": served.price, "s_idx": served.session,
-                    "k_idx": served.slot, "camp": cut["camp"], "event": served.event, "remaining": winners.remaining,
-                    "billed": served.billed, "over": served.over, "n_used": served.n_used,
-                    "winners": replace(winners, freq=self.freq.copy(), ad_impressions_total=book.ad_impressions_total.copy()),
-                    "served": served,
+                    "k_idx": served.slot, "camp": cut["camp"], "event": served.event, "remaining": before.remaining,
+                    "dead": before.dead, "billed": served.billed, "over": served.over, "n_used": served.n_used,
+                    "winners": before, "served": served,
                 }
             )  # fmt: skip
-        return served
+        self._commit(served, users, cut, hour, cond)
 
     def _commit(self, served: respond.Served, users: np.ndarray, cut: dict[str, Any], hour: int, cond: DayConditions) -> None:
         """Record the kept impressions: counters, billing, frequency, wear, audiences, exhausted budgets."""

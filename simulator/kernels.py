@@ -254,93 +254,114 @@ def select_numpy(b: Batch) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
 
 if numba is not None:
 
-    def _select_body(
+    @numba.njit(cache=True, nogil=True)
+    def scan_session(  # noqa: PLR0913, PLR0912
+        s, order_row, ranks_row, mults, visit,
+        users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
+        col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
+        base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bucket_start, bucket_topic, bucket_power,
+    ):  # fmt: skip
+        """Session ``s``'s best ``width`` columns into ``order_row`` / ``ranks_row`` (reset here).
+
+        ``mults`` and ``visit`` are scratch space of one entry per bucket.
+        """
+        order_row[:] = -1
+        ranks_row[:] = 0.0
+        n_buckets = bucket_power.shape[0]
+        one = np.float32(1.0)
+        u = users[s]
+        dev = device[s]
+        count = 0
+        # This user's lift factor of each bucket, and the buckets in order of their best bound.
+        for b in range(n_buckets):
+            mult = 1.0
+            e = bucket_power[b]
+            if e > 0:
+                lf_b = np.float64(user_lift[u, bucket_topic[b]])
+                mult = lf_b
+                for _ in range(e - 1):
+                    mult = mult * lf_b
+            mults[b] = mult
+            top = bound[bucket_start[b]] * mult
+            p = b
+            while p > 0 and bound[bucket_start[visit[p - 1]]] * mults[visit[p - 1]] < top:
+                visit[p] = visit[p - 1]
+                p -= 1
+            visit[p] = b
+        for i in range(n_buckets):
+            b = visit[i]
+            mult = mults[b]
+            top = bound[bucket_start[b]] * mult
+            if top < floor or (count == width and top < ranks_row[width - 1]):
+                break  # buckets come best first: nothing further can win
+            for j in range(bucket_start[b], bucket_start[b + 1]):
+                bj = bound[j] * mult
+                if bj < floor or (count == width and bj < ranks_row[width - 1]):
+                    break  # bounds fall along the bucket: nobody after j in it can win
+                if exhausted[j] or not admitted[s, col_group[j]]:
+                    continue
+                a = col_audience[j]
+                if a >= 0 and not audience[s, a]:
+                    continue
+                if cap > 0 and freq[u, col_ad[j]] >= cap:
+                    continue
+                m = col_multi[j]
+                if m >= 0 and picks[s, m] != col_slot[j]:
+                    continue
+                sh = share[j]
+                if sh < one:
+                    x = u_part[s] + phase[j]
+                    if x >= one:
+                        x = x - one
+                    if not (x < sh):
+                        continue
+                v = per_event[j]
+                if has_device:
+                    v = v * device_mult[dev, j]
+                if value_lift[j]:
+                    v = v * np.float64(user_lift[u, col_topic[j]])
+                lp = lift_power[j]
+                if lp == 0:
+                    rate = 1.0 * base_rate[j]
+                else:
+                    lf = np.float64(user_lift[u, col_topic[j]])
+                    rate = lf * base_rate[j]
+                    if lp == 2:
+                        rate = rate * lf
+                r = v * rate * qs_factor[j]
+                if not (r >= floor and r > 0.0):
+                    continue
+                # Ties go to the lower column index, whatever order the buckets are scanned in.
+                if count == width and (r < ranks_row[width - 1] or (r == ranks_row[width - 1] and j > order_row[width - 1])):
+                    continue
+                p = count if count < width else width - 1
+                while p > 0 and (ranks_row[p - 1] < r or (ranks_row[p - 1] == r and order_row[p - 1] > j)):
+                    ranks_row[p] = ranks_row[p - 1]
+                    order_row[p] = order_row[p - 1]
+                    p -= 1
+                ranks_row[p] = r
+                order_row[p] = j
+                if count < width:
+                    count += 1
+
+    def _select_body(  # noqa: PLR0913
         users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
         col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
         base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bucket_start, bucket_topic, bucket_power,
     ):  # fmt: skip
         n_s = users.shape[0]
         n_buckets = bucket_power.shape[0]
-        one = np.float32(1.0)
         order = np.full((n_s, width), -1, dtype=np.int32)
         sorted_ranks = np.zeros((n_s, width))
         mults = np.empty((n_s, n_buckets))
         visit = np.empty((n_s, n_buckets), dtype=np.int32)
         for s in numba.prange(n_s):  # prange is a plain range in the serial compilation
-            u = users[s]
-            dev = device[s]
-            count = 0
-            # This user's lift factor of each bucket, and the buckets in order of their best bound.
-            for b in range(n_buckets):
-                mult = 1.0
-                e = bucket_power[b]
-                if e > 0:
-                    lf_b = np.float64(user_lift[u, bucket_topic[b]])
-                    mult = lf_b
-                    for _ in range(e - 1):
-                        mult = mult * lf_b
-                mults[s, b] = mult
-                top = bound[bucket_start[b]] * mult
-                p = b
-                while p > 0 and bound[bucket_start[visit[s, p - 1]]] * mults[s, visit[s, p - 1]] < top:
-                    visit[s, p] = visit[s, p - 1]
-                    p -= 1
-                visit[s, p] = b
-            for i in range(n_buckets):
-                b = visit[s, i]
-                mult = mults[s, b]
-                top = bound[bucket_start[b]] * mult
-                if top < floor or (count == width and top < sorted_ranks[s, width - 1]):
-                    break  # buckets come best first: nothing further can win
-                for j in range(bucket_start[b], bucket_start[b + 1]):
-                    bj = bound[j] * mult
-                    if bj < floor or (count == width and bj < sorted_ranks[s, width - 1]):
-                        break  # bounds fall along the bucket: nobody after j in it can win
-                    if exhausted[j] or not admitted[s, col_group[j]]:
-                        continue
-                    a = col_audience[j]
-                    if a >= 0 and not audience[s, a]:
-                        continue
-                    if cap > 0 and freq[u, col_ad[j]] >= cap:
-                        continue
-                    m = col_multi[j]
-                    if m >= 0 and picks[s, m] != col_slot[j]:
-                        continue
-                    sh = share[j]
-                    if sh < one:
-                        x = u_part[s] + phase[j]
-                        if x >= one:
-                            x = x - one
-                        if not (x < sh):
-                            continue
-                    v = per_event[j]
-                    if has_device:
-                        v = v * device_mult[dev, j]
-                    if value_lift[j]:
-                        v = v * np.float64(user_lift[u, col_topic[j]])
-                    lp = lift_power[j]
-                    if lp == 0:
-                        rate = 1.0 * base_rate[j]
-                    else:
-                        lf = np.float64(user_lift[u, col_topic[j]])
-                        rate = lf * base_rate[j]
-                        if lp == 2:
-                            rate = rate * lf
-                    r = v * rate * qs_factor[j]
-                    if not (r >= floor and r > 0.0):
-                        continue
-                    # Ties go to the lower column index, whatever order the buckets are scanned in.
-                    if count == width and (r < sorted_ranks[s, width - 1] or (r == sorted_ranks[s, width - 1] and j > order[s, width - 1])):
-                        continue
-                    p = count if count < width else width - 1
-                    while p > 0 and (sorted_ranks[s, p - 1] < r or (sorted_ranks[s, p - 1] == r and order[s, p - 1] > j)):
-                        sorted_ranks[s, p] = sorted_ranks[s, p - 1]
-                        order[s, p] = order[s, p - 1]
-                        p -= 1
-                    sorted_ranks[s, p] = r
-                    order[s, p] = j
-                    if count < width:
-                        count += 1
+            scan_session(
+                s, order[s], sorted_ranks[s], mults[s], visit[s],
+                users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
+        col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
+        base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bucket_start, bucket_topic, bucket_power,
+            )  # fmt: skip
         return order, sorted_ranks
 
 
@@ -361,9 +382,14 @@ def select_numba(b: Batch, parallel: bool | None = None) -> tuple[NDArray[np.int
     if parallel is None:
         parallel = b.users.size * b.per_event.size >= PARALLEL_PAIRS and numba.get_num_threads() > 1
     kernel = _select_parallel if parallel else _select_serial
+    return kernel(*kernel_args(b))
+
+
+def kernel_args(b: Batch) -> tuple:
+    """The batch as the compiled kernels' argument list (contiguous arrays of the kernels' dtypes)."""
     has_device = b.device_mult is not None
     dm = np.ascontiguousarray(b.device_mult.T) if has_device else np.ones((2, b.per_event.size))
-    return kernel(
+    return (
         b.users, b.device, np.ascontiguousarray(b.admitted), np.ascontiguousarray(b.audience),
         np.ascontiguousarray(b.picks), b.u_part, b.col_group, b.col_audience, b.exhausted, b.col_ad, int(b.cap),
         b.col_multi, b.col_slot, b.share, b.phase, b.col_topic, b.freq, b.user_lift,

@@ -75,8 +75,11 @@ class Market(mesa.Model):
         self.feed = Feed(scenario, self.population, self.book, self.quality, self.calendar, self.ledger, self.streams, self.events)
         self.campaign_conversions = np.zeros(self.book.n_campaigns)
         self.ad_cumulative = {k: np.zeros(self.book.n_ads) for k in ("impressions", "clicks", "engagements", "conversions")}
+        #: First-party users (sorted ids) who clicked / converted, per advertiser, kept for the
+        #: advertisers whose campaigns target or exclude them (custom audiences, lookalikes).
         self.clicked: dict[int, np.ndarray] = {}
         self.converted: dict[int, np.ndarray] = {}
+        self._first_party = self._first_party_users()
         self._familiar_days: list[np.ndarray] = []
         self._update_audiences()
         self._schedule_reviews()
@@ -160,14 +163,20 @@ class Market(mesa.Model):
         self.campaign_conversions += np.bincount(self.book.ad_camp, weights=obs.conversions, minlength=self.book.n_campaigns)
         for k in self.ad_cumulative:
             self.ad_cumulative[k] += getattr(obs, k)
-        for store, batches in ((self.clicked, self.feed.clicked), (self.converted, self.feed.converted)):
-            if not batches:
+        n = self.population.n
+        for kind, store, batches in (("clicked", self.clicked, self.feed.clicked), ("converted", self.converted, self.feed.converted)):
+            wanted = self._first_party[kind]
+            if not batches or wanted.size == 0:
                 continue
-            adv = np.concatenate([b[0] for b in batches])
-            users = np.concatenate([b[1] for b in batches])
-            for a in np.unique(adv):
-                new = users[adv == a]
-                store[int(a)] = np.union1d(store.get(int(a), np.zeros(0, dtype=np.int32)), new).astype(np.int32)
+            keys = np.concatenate([b[0].astype(np.int64) * n + b[1] for b in batches])
+            keys = np.unique(keys[np.isin(keys // n, wanted)])
+            adv = keys // n
+            bounds = np.searchsorted(adv, wanted), np.searchsorted(adv, wanted, side="right")
+            for a, lo, hi in zip(wanted, *bounds, strict=True):
+                if hi > lo:
+                    new = (keys[lo:hi] % n).astype(np.int32)
+                    old = store.get(int(a))
+                    store[int(a)] = new if old is None else np.union1d(old, new).astype(np.int32)
         # Brand familiarity (ground truth) fades: it lasts population.familiarity_days after a click or purchase.
         today = [b[0].astype(np.int64) * self.population.n + b[1] for b in (*self.feed.clicked, *self.feed.converted)]
         self._familiar_days.append(np.unique(np.concatenate(today)) if today else np.zeros(0, dtype=np.int64))
@@ -175,6 +184,16 @@ class Market(mesa.Model):
         del self._familiar_days[: max(0, len(self._familiar_days) - keep)]
         self.feed.familiar_keys = np.unique(np.concatenate(self._familiar_days)) if keep else np.zeros(0, np.int64)
         self._update_audiences()
+
+    def _first_party_users(self) -> dict[str, np.ndarray]:
+        """The advertisers (sorted) whose campaigns use their clickers, and their converters."""
+        used: dict[str, set[int]] = {"clicked": set(), "converted": set()}
+        for c, camp in enumerate(self._campaign_specs()):
+            t = camp.targeting
+            for source in (t.custom_audience, t.lookalike.seed if t.lookalike is not None else None, t.exclude):
+                if source is not None:
+                    used[source].add(int(self.book.camp_adv[c]))
+        return {k: np.array(sorted(v), dtype=np.int64) for k, v in used.items()}
 
     def _update_audiences(self) -> None:
         """Custom audiences, lookalikes and exclusions from the advertisers' first-party users."""

@@ -81,9 +81,11 @@ class Population:
 
     def draw_sessions(self, n_sessions: int, rng: np.random.Generator) -> np.ndarray:
         """User index of each of ``n_sessions`` sessions, in time order (int32)."""
-        u = rng.random(n_sessions)
-        idx = np.searchsorted(self._cdf, u, side="right")
-        return np.minimum(idx, self.n - 1).astype(np.int32)
+        # Sorted draws make the binary searches walk the CDF in order (cache-friendly); a random
+        # permutation then puts the sessions in a random time order (the draws stay i.i.d.).
+        u = np.sort(rng.random(n_sessions))
+        idx = np.minimum(np.searchsorted(self._cdf, u, side="right"), self.n - 1).astype(np.int32)
+        return idx[rng.permutation(n_sessions)]
 
     def segment_counts(self) -> np.ndarray:
         """Users per demographic segment: shape (48,)."""

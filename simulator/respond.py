@@ -5,8 +5,10 @@ Given each session's winners (``order``, ``sorted_ranks`` and the paid ranks fro
 session, slot by slot): its price per billing event, the ground truth of what the
 user does (:mod:`simulator.engagement`), whether the campaign's billing event
 happened and what it costs, and whether that cost crosses the campaign's
-remaining budget.  Impressions stop after the session of the first crossing: the
-feed re-auctions the rest without the campaign that ran out.
+remaining budget.  An event that crosses it is delivered but not billed, and the
+campaign leaves: the batch's results stand up to the first later session whose
+auction had that campaign among its top ``n_slots + 1`` ads (the others would
+have come out the same without it), and the feed re-auctions from there.
 
 Two implementations that give identical results:
 
@@ -14,14 +16,14 @@ Two implementations that give identical results:
 * :func:`respond_numba`: one compiled pass over the impressions that stops at the cut,
   reading the user and ad tables in place instead of gathering them into arrays.
 
-Random draws are made with numpy before either runs (ten uniforms per impression of
-the batch), so both consume the same stream.  Order values of conversions are
+Random draws are made with numpy before either runs (ten uniforms per session and
+slot), so both consume the same stream whatever part of it they get to.  Order values of conversions are
 drawn afterwards, for the impressions kept.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,6 +33,9 @@ from simulator.book import BILL_CLICK, BILL_ENGAGEMENT, BILL_IMPRESSION, MICRO
 
 #: Weight of the users' latent taste in true relevance (the platform sees only the rest).
 TASTE_WEIGHT = 0.25
+
+#: The compiled pass's codes of the auction mechanisms.
+_MECHANISM_CODE = {"gsp": 0, "vcg": 1, "first_price": 2}
 
 #: Outcome columns of :class:`Served`, in the order of the compiled pass's flag matrix.
 OUTCOMES = ("click", "like", "comment", "save", "share", "follow", "video_completion", "conversion", "bounce")
@@ -49,7 +54,10 @@ class Winners:
     ``ad_vertical``, ``ad_impressions_total``; campaigns' ``camp_landing`` (NaN: none),
     ``camp_adv`` and ``remaining`` micro-yuan; ``freq`` (n_users, n_ads) impressions today;
     ``familiar_keys`` sorted ``advertiser x n_users + user``; ``view`` per slot; the day's
-    ``intent``; ``u`` (n_impressions, 10) uniforms, one row per impression in time order.
+    ``intent``; ``u`` (S, n_slots, 10) uniforms, one row per position; ``dead`` (n_campaigns)
+    campaigns that ran out of budget before the chunk; ``batch``, the auction's inputs, and the
+    ``mechanism``, for the sessions auctioned again.  ``order``, ``sorted_ranks`` and ``paid`` are
+    updated in place where a session is auctioned again.
     """
 
     order: NDArray[np.int32]
@@ -82,17 +90,20 @@ class Winners:
     view: NDArray[np.float64]
     intent: float
     u: NDArray[np.float64]
+    dead: NDArray[np.bool_]
+    batch: kernels.Batch
+    mechanism: str
 
 
 @dataclass
 class Served:
-    """The impressions kept (all sessions up to and including the first budget crossing's).
+    """The impressions kept: those of the first ``n_used`` sessions, which are committed.
 
-    ``n_used`` sessions are committed.  Per impression, in time order: ``session`` and ``slot``,
-    ``col`` (column of the batch), the outcomes of :data:`OUTCOMES`, ``price`` (yuan per billing
-    event), ``event`` (the billing event happened), ``amount`` (its micro-yuan, else 0), ``over`` (the event crossed the budget: delivered,
-    not billed), ``billed``, ``relevance`` (observed), ``lift`` (the platform's relevance lift)
-    and ``frequency`` (earlier impressions of the ad to the user today, before this batch).
+    Per impression, in time order: ``session`` and ``slot``, ``col`` (column of the batch), the
+    outcomes of :data:`OUTCOMES`, ``price`` (yuan per billing event), ``event`` (the billing event
+    happened), ``amount`` (its micro-yuan, else 0), ``over`` (the event crossed the budget:
+    delivered, not billed), ``billed``, ``relevance`` (observed), ``lift`` (the platform's relevance
+    lift) and ``frequency`` (earlier impressions of the ad to the user today, before this batch).
     """
 
     n_used: int
@@ -110,9 +121,17 @@ class Served:
     frequency: NDArray[np.uint8]
 
 
-def impressions(order: NDArray[np.int32], n_slots: int) -> int:
-    """How many impressions a batch's winners make (uniforms to draw: 10 per impression)."""
-    return int(np.count_nonzero(order[:, :n_slots] >= 0))
+def concat(pieces: list[Served]) -> Served:
+    """Impressions of consecutive pieces of a chunk as one (``n_used`` adds up)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    arrays = {
+        f.name: np.concatenate([getattr(p, f.name) for p in pieces])
+        for f in fields(Served)
+        if f.name not in ("n_used", "outcomes")
+    }
+    outcomes = {k: np.concatenate([p.outcomes[k] for p in pieces]) for k in OUTCOMES}
+    return Served(n_used=sum(p.n_used for p in pieces), outcomes=outcomes, **arrays)
 
 
 def members(keys: NDArray[np.int64], sorted_keys: NDArray[np.int64]) -> NDArray[np.bool_]:
@@ -124,7 +143,42 @@ def members(keys: NDArray[np.int64], sorted_keys: NDArray[np.int64]) -> NDArray[
 
 
 def respond_numpy(w: Winners) -> Served:
-    """Reference implementation over whole arrays; see the module docstring."""
+    """Reference implementation over whole arrays; see the module docstring.
+
+    Serves the sessions up to the first one that needs a new auction, auctions that one again
+    (:func:`simulator.kernels.select_numpy`, without the campaigns that ran out), and goes on.
+    """
+    n_s = w.order.shape[0]
+    remaining, dead = w.remaining.copy(), w.dead.copy()
+    pieces, pos = [], 0
+    while True:
+        rest = slice(pos, None)
+        piece = _serve_rows(
+            replace(
+                w, order=w.order[rest], sorted_ranks=w.sorted_ranks[rest], paid=w.paid[rest], users=w.users[rest],
+                device=w.device[rest], u=w.u[rest], remaining=remaining, dead=dead,
+            )
+        )  # fmt: skip
+        pieces.append(replace(piece, session=piece.session + pos))
+        camp = w.camp[piece.col]
+        remaining = remaining - np.bincount(camp, weights=piece.billed, minlength=remaining.size).astype(np.int64)
+        dead[camp[piece.over]] = True
+        pos += piece.n_used
+        if pos >= n_s:
+            return concat(pieces)
+        one = slice(pos, pos + 1)
+        b = w.batch
+        again = replace(
+            b, users=b.users[one], device=b.device[one], admitted=b.admitted[one], audience=b.audience[one],
+            picks=b.picks[one], u_part=b.u_part[one], exhausted=b.exhausted | dead[w.camp],
+        )  # fmt: skip
+        o1, r1 = kernels.select_numpy(again)
+        w.order[pos], w.sorted_ranks[pos] = o1[0], r1[0]
+        w.paid[pos] = auction.rank_prices(w.mechanism, r1, w.view, b.floor)[0]
+
+
+def _serve_rows(w: Winners) -> Served:
+    """Serve ``w``'s sessions in time order up to the first one whose auction had a campaign that ran out."""
     s_idx, k_idx = np.nonzero(w.order[:, : w.n_slots] >= 0)  # row-major: time order
     j = w.order[s_idx, k_idx]
     value = w.per_event[j] if w.device_mult is None else w.per_event[j] * w.device_mult[j, w.device[s_idx]]
@@ -156,7 +210,7 @@ def respond_numpy(w: Winners) -> Served:
         order_value_mean=np.zeros(s_idx.size),
         familiar=members(w.camp_adv[camp].astype(np.int64) * w.freq.shape[0] + users, w.familiar_keys),
     )
-    out = engagement.draw(engagement.probabilities(imp), w.u)
+    out = engagement.draw(engagement.probabilities(imp), w.u[s_idx, k_idx])
     click, conversion = out["click"], out["conversion"]
     # Billing, in time order, against what each campaign may still spend.
     ev_bill = w.bill[j]
@@ -168,7 +222,17 @@ def respond_numpy(w: Winners) -> Served:
     )
     amount = np.where(event, np.floor(prices * MICRO), 0).astype(np.int64)
     over = event & crosses(camp, amount, w.remaining)
-    n_used = int(s_idx[over].min()) + 1 if over.any() else w.order.shape[0]
+    n_used = w.order.shape[0]
+    if over.any() or w.dead.any():
+        # Sessions stand until the first one whose auction had (in any position, the price
+        # setter included) a campaign that crossed its budget in an earlier session.
+        crossed_at = np.where(w.dead, -1, np.iinfo(np.int64).max)
+        np.minimum.at(crossed_at, camp[over], s_idx[over])
+        pos = np.nonzero(w.order >= 0)
+        pos_camp = w.camp[w.order[pos]]
+        hit = crossed_at[pos_camp] < pos[0]
+        if hit.any():
+            n_used = int(pos[0][hit].min())
     keep = s_idx < n_used
     over = over[keep]
     amount = amount[keep]
@@ -214,13 +278,40 @@ if kernels.numba is not None:
         return 1.0 / (1.0 + np.exp(-z))
 
     @numba.njit(cache=True, nogil=True)
+    def _paid_row(mechanism, ranks, view, floor, out):  # noqa: ANN001, ANN202
+        """One session's paid ranks (auction.rank_prices, operation for operation): 0 gsp, 1 vcg, 2 first price."""
+        n_slots = out.shape[0]
+        if mechanism == 0:
+            for k in range(n_slots):
+                out[k] = max(ranks[k + 1], floor)
+        elif mechanism == 1:
+            acc = 0.0
+            for k in range(n_slots - 1, -1, -1):
+                v_next = view[k + 1] if k + 1 < n_slots else 0.0
+                acc = acc + max(ranks[k + 1], floor) * (view[k] - v_next)
+                out[k] = acc
+            for k in range(n_slots):
+                out[k] = out[k] / view[k]
+        else:
+            for k in range(n_slots):
+                out[k] = ranks[k]
+
+    @numba.njit(cache=True, nogil=True)
     def _respond(
         order, sorted_ranks, paid, n_slots, users, device, cols, camp, bill, per_event, device_mult, has_device,
         ocpc, user_lift, affinity, taste, ad_taste, ad_topic, ad_content, ad_authenticity, ad_video, ad_vertical,
-        ad_impressions_total, camp_landing, camp_adv, remaining, freq, familiar_keys, view, intent, u,
+        ad_impressions_total, camp_landing, camp_adv, remaining, freq, familiar_keys, view, intent, u, dead_before,
+        mechanism, k_users, k_device, k_admitted, k_audience, k_picks, k_u_part, k_col_group, k_col_audience,
+        k_exhausted, k_col_ad, k_cap, k_col_multi, k_col_slot, k_share, k_phase, k_col_topic, k_freq, k_user_lift,
+        k_per_event, k_device_mult, k_has_device, k_base_rate, k_lift_power, k_qs_factor, k_width, k_floor,
+        k_value_lift, k_bound, k_bucket_start, k_bucket_topic, k_bucket_power,
     ):  # fmt: skip
         n_s = order.shape[0]
-        n_imp = u.shape[0]
+        n_imp = 0
+        for s in range(n_s):
+            for k in range(n_slots):
+                if order[s, k] >= 0:
+                    n_imp += 1
         n_users = freq.shape[0]
         n_dims = taste.shape[1]
         n_fam = familiar_keys.shape[0]
@@ -235,11 +326,32 @@ if kernels.numba is not None:
         lift = np.empty(n_imp)
         frequency = np.empty(n_imp, dtype=np.uint8)
         spent = np.zeros(remaining.shape[0], dtype=np.int64)  # micro-yuan billed per campaign in this batch so far
+        dead = dead_before.copy()  # campaigns that crossed their budget in an earlier session
+        n_cols = camp.shape[0]
+        col_dead = np.zeros(n_cols, dtype=np.bool_)
+        mults = np.empty(k_bucket_power.shape[0])
+        visit = np.empty(k_bucket_power.shape[0], dtype=np.int32)
+        width = order.shape[1]
         i = 0
         n_used = n_s
         for s in range(n_s):
-            if s >= n_used:
-                break
+            hit = False
+            for k in range(width):
+                j = order[s, k]
+                if j >= 0 and dead[camp[j]]:
+                    hit = True
+            if hit:
+                # This session's auction had a campaign that ran out: auction it again without.
+                for jj in range(n_cols):
+                    col_dead[jj] = k_exhausted[jj] or dead[camp[jj]]
+                kernels.scan_session(
+                    s, order[s], sorted_ranks[s], mults, visit, k_users, k_device, k_admitted, k_audience, k_picks,
+                    k_u_part, k_col_group, k_col_audience, col_dead, k_col_ad, k_cap, k_col_multi, k_col_slot, k_share,
+                    k_phase, k_col_topic, k_freq, k_user_lift, k_per_event, k_device_mult, k_has_device, k_base_rate,
+                    k_lift_power, k_qs_factor, k_width, k_floor, k_value_lift, k_bound, k_bucket_start, k_bucket_topic,
+                    k_bucket_power,
+                )  # fmt: skip
+                _paid_row(mechanism, sorted_ranks[s], view, k_floor, paid[s])
             usr = users[s]
             for k in range(n_slots):
                 j = order[s, k]
@@ -274,24 +386,24 @@ if kernels.numba is not None:
                 auth = ad_authenticity[ad] - 0.5
                 content = ad_content[ad] - 0.5
                 vw = view[k]
-                click = u[i, 0] < vw * _sig(-4.8 + 2.4 * rel + 1.6 * content + _FC * known - fatigue)
-                like = u[i, 1] < vw * _sig(-4.6 + 2.0 * rel + 1.4 * auth + 1.0 * content - fatigue)
-                save = u[i, 3] < vw * _sig(-5.2 + 2.2 * rel + 0.8 * auth + 1.4 * content - fatigue)
-                comment = u[i, 2] < vw * _sig(-6.6 + 1.8 * rel + 1.8 * auth - fatigue)
-                share = u[i, 4] < vw * _sig(-6.9 + 2.0 * rel + 1.2 * auth + 0.8 * content - fatigue)
-                follow = u[i, 5] < vw * _sig(-7.2 + 1.6 * rel + 1.6 * auth - fatigue)
+                click = u[s, k, 0] < vw * _sig(-4.8 + 2.4 * rel + 1.6 * content + _FC * known - fatigue)
+                like = u[s, k, 1] < vw * _sig(-4.6 + 2.0 * rel + 1.4 * auth + 1.0 * content - fatigue)
+                save = u[s, k, 3] < vw * _sig(-5.2 + 2.2 * rel + 0.8 * auth + 1.4 * content - fatigue)
+                comment = u[s, k, 2] < vw * _sig(-6.6 + 1.8 * rel + 1.8 * auth - fatigue)
+                share = u[s, k, 4] < vw * _sig(-6.9 + 2.0 * rel + 1.2 * auth + 0.8 * content - fatigue)
+                follow = u[s, k, 5] < vw * _sig(-7.2 + 1.6 * rel + 1.6 * auth - fatigue)
                 video = False
                 if ad_video[ad]:
-                    video = u[i, 6] < vw * _sig(-1.6 + 1.8 * rel + 1.0 * auth + 0.6 * ad_vertical[ad] - fatigue)
+                    video = u[s, k, 6] < vw * _sig(-1.6 + 1.8 * rel + 1.0 * auth + 0.6 * ad_vertical[ad] - fatigue)
                 conversion = False
                 bounce = False
                 if click:
                     has_landing = not np.isnan(camp_landing[c])
                     landing = (camp_landing[c] if has_landing else 0.6) - 0.5
                     p_conv = min(1.0, intent * _sig(-5.6 + 1.8 * rel + 2.2 * landing + 0.6 * content + _FV * known))
-                    conversion = u[i, 7] < p_conv
+                    conversion = u[s, k, 7] < p_conv
                     if not conversion and has_landing:
-                        bounce = u[i, 8] < _sig(0.4 - 3.5 * landing - 1.2 * rel)
+                        bounce = u[s, k, 8] < _sig(0.4 - 3.5 * landing - 1.2 * rel)
                 b = bill[j]
                 if b == 0:  # BILL_IMPRESSION
                     event = True
@@ -309,7 +421,7 @@ if kernels.numba is not None:
                     spent[c] += a
                     if spent[c] > remaining[c]:
                         over[i] = True
-                        n_used = s + 1
+                        dead[c] = True
                 session[i] = s
                 slot[i] = k
                 col[i] = j
@@ -337,7 +449,8 @@ def respond_numba(w: Winners) -> Served:
         w.order, w.sorted_ranks, np.ascontiguousarray(w.paid), int(w.n_slots), w.users, w.device, w.cols, w.camp,
         w.bill, w.per_event, dm, has_device, w.ocpc, w.user_lift, w.affinity, w.taste, w.ad_taste, w.ad_topic,
         w.ad_content, w.ad_authenticity, w.ad_video, w.ad_vertical, w.ad_impressions_total, w.camp_landing,
-        w.camp_adv, w.remaining, w.freq, w.familiar_keys, w.view, float(w.intent), w.u,
+        w.camp_adv, w.remaining, w.freq, w.familiar_keys, w.view, float(w.intent), w.u, w.dead,
+        _MECHANISM_CODE[w.mechanism], *kernels.kernel_args(w.batch),
     )  # fmt: skip
     over, amount = over[:n], amount[:n]
     return Served(

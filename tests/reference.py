@@ -54,29 +54,31 @@ def session_auction(cands, n_slots, floor, mechanism, view):
     return out
 
 
-def bill_in_time_order(camp_of_imp, sessions_of_imp, amounts, events, remaining):
+def bill_in_time_order(camp_of_imp, sessions_of_imp, amounts, events, remaining, session_camps, dead=()):
     """Sequential billing: returns (billed, over, n_sessions_committed).
 
-    An event that would take a campaign past what it may still spend is delivered
-    but not billed; serving stops at the end of the first session where that happens.
+    An event that would take a campaign past what it may still spend is delivered but not
+    billed, and the campaign leaves the auction: serving stops before the first later session
+    whose auction had it among its candidates for the slots or the price (``session_camps[s]``:
+    the campaigns of session s's top ``n_slots + 1``); that session is auctioned again.
+    ``dead``: campaigns that ran out before the first session.
     """
     spent: dict[int, int] = {}
     billed = np.zeros(len(amounts), dtype=np.int64)
     over = np.zeros(len(amounts), dtype=bool)
-    cut = None
-    for i in range(len(amounts)):
-        s = int(sessions_of_imp[i])
-        if cut is not None and s > cut:
-            break
-        if not events[i]:
-            continue
-        c = int(camp_of_imp[i])
-        total = spent.get(c, 0) + int(amounts[i])
-        spent[c] = total
-        if total > remaining[c]:
-            over[i] = True
-            cut = s if cut is None else cut
-        else:
-            billed[i] = amounts[i]
-    n_used = math.inf if cut is None else cut + 1
-    return billed, over, n_used
+    dead = {int(c) for c in dead}
+    for s, camps in enumerate(session_camps):
+        if camps & dead:
+            return billed, over, s
+        for i in np.flatnonzero(np.asarray(sessions_of_imp) == s):
+            if not events[i]:
+                continue
+            c = int(camp_of_imp[i])
+            total = spent.get(c, 0) + int(amounts[i])
+            spent[c] = total
+            if total > remaining[c]:
+                over[i] = True
+                dead.add(c)
+            else:
+                billed[i] = amounts[i]
+    return billed, over, math.inf

