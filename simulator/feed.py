@@ -83,6 +83,7 @@ class Feed:
         self.engagement_weights = quality.engagement_weights
         # Impressions of each ad to each user today (saturating at 255): frequency cap and fatigue.
         self.freq = np.zeros((population.n, book.n_ads), dtype=np.uint8)
+        self._freq_used = False
         # Users who clicked or converted today, per advertiser (merged into audiences at day end).
         self.clicked: list[tuple[np.ndarray, np.ndarray]] = []
         self.converted: list[tuple[np.ndarray, np.ndarray]] = []
@@ -106,7 +107,9 @@ class Feed:
 
     def start_day(self, day: int) -> None:
         self.day = day
-        self.freq.fill(0)
+        if self._freq_used:  # (a fresh table is already zero: filling it would only fault its pages in)
+            self.freq.fill(0)
+            self._freq_used = False
         self.clicked.clear()
         self.converted.clear()
         self._gate = self.quality.gate(self.min_quality)
@@ -294,6 +297,7 @@ class Feed:
         )  # fmt: skip
         book.bill(np.bincount(imp_camp, weights=served.billed, minlength=book.n_campaigns).astype(np.int64))
         self.freq[imp_users, ads] = np.minimum(served.frequency.astype(np.int16) + 1, 255).astype(np.uint8)
+        self._freq_used = True
         book.ad_impressions_total += np.bincount(ads, minlength=book.n_ads)
         if out.click.any():
             self.clicked.append((book.camp_adv[imp_camp[out.click]], imp_users[out.click]))

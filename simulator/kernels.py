@@ -256,14 +256,14 @@ if numba is not None:
 
     @numba.njit(cache=True, nogil=True)
     def scan_session(  # noqa: PLR0913, PLR0912
-        s, order_row, ranks_row, mults, visit,
+        s, order_row, ranks_row, mults, tops, visit,
         users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
         col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
         base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bucket_start, bucket_topic, bucket_power,
     ):  # fmt: skip
         """Session ``s``'s best ``width`` columns into ``order_row`` / ``ranks_row`` (reset here).
 
-        ``mults`` and ``visit`` are scratch space of one entry per bucket.
+        ``mults``, ``tops`` and ``visit`` are scratch space of one entry per bucket.
         """
         order_row[:] = -1
         ranks_row[:] = 0.0
@@ -283,15 +283,16 @@ if numba is not None:
                     mult = mult * lf_b
             mults[b] = mult
             top = bound[bucket_start[b]] * mult
+            tops[b] = top
             p = b
-            while p > 0 and bound[bucket_start[visit[p - 1]]] * mults[visit[p - 1]] < top:
+            while p > 0 and tops[visit[p - 1]] < top:
                 visit[p] = visit[p - 1]
                 p -= 1
             visit[p] = b
         for i in range(n_buckets):
             b = visit[i]
             mult = mults[b]
-            top = bound[bucket_start[b]] * mult
+            top = tops[b]
             if top < floor or (count == width and top < ranks_row[width - 1]):
                 break  # buckets come best first: nothing further can win
             for j in range(bucket_start[b], bucket_start[b + 1]):
@@ -354,10 +355,11 @@ if numba is not None:
         order = np.full((n_s, width), -1, dtype=np.int32)
         sorted_ranks = np.zeros((n_s, width))
         mults = np.empty((n_s, n_buckets))
+        tops = np.empty((n_s, n_buckets))
         visit = np.empty((n_s, n_buckets), dtype=np.int32)
         for s in numba.prange(n_s):  # prange is a plain range in the serial compilation
             scan_session(
-                s, order[s], sorted_ranks[s], mults[s], visit[s],
+                s, order[s], sorted_ranks[s], mults[s], tops[s], visit[s],
                 users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
         col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
         base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bucket_start, bucket_topic, bucket_power,

@@ -179,10 +179,10 @@ class Market(mesa.Model):
                     store[int(a)] = new if old is None else np.union1d(old, new).astype(np.int32)
         # Brand familiarity (ground truth) fades: it lasts population.familiarity_days after a click or purchase.
         today = [b[0].astype(np.int64) * self.population.n + b[1] for b in (*self.feed.clicked, *self.feed.converted)]
-        self._familiar_days.append(np.unique(np.concatenate(today)) if today else np.zeros(0, dtype=np.int64))
+        self._familiar_days.append(_sorted_set(today))
         keep = self.config.population.familiarity_days
         del self._familiar_days[: max(0, len(self._familiar_days) - keep)]
-        self.feed.familiar_keys = np.unique(np.concatenate(self._familiar_days)) if keep else np.zeros(0, np.int64)
+        self.feed.familiar_keys = _sorted_set(self._familiar_days) if keep else np.zeros(0, np.int64)
         self._update_audiences()
 
     def _first_party_users(self) -> dict[str, np.ndarray]:
@@ -338,3 +338,12 @@ class Market(mesa.Model):
     @property
     def date(self) -> dt.date:
         return self.calendar.date(self.day)
+
+
+def _sorted_set(arrays: list[np.ndarray]) -> np.ndarray:
+    """The distinct values of ``arrays`` (int64), sorted; a stable sort runs fast over sorted pieces."""
+    if not arrays:
+        return np.zeros(0, dtype=np.int64)
+    a = np.concatenate(arrays).astype(np.int64, copy=False)
+    a.sort(kind="stable")
+    return a[np.r_[True, a[1:] != a[:-1]]] if a.size else a

@@ -300,7 +300,7 @@ if kernels.numba is not None:
     def _respond(
         order, sorted_ranks, paid, n_slots, users, device, cols, camp, bill, per_event, device_mult, has_device,
         ocpc, user_lift, affinity, taste, ad_taste, ad_topic, ad_content, ad_authenticity, ad_video, ad_vertical,
-        ad_impressions_total, camp_landing, camp_adv, remaining, freq, familiar_keys, view, intent, u, dead_before,
+        wear, fatigue_freq, camp_landing, camp_adv, remaining, freq, familiar_keys, view, intent, u, dead_before,
         mechanism, k_users, k_device, k_admitted, k_audience, k_picks, k_u_part, k_col_group, k_col_audience,
         k_exhausted, k_col_ad, k_cap, k_col_multi, k_col_slot, k_share, k_phase, k_col_topic, k_freq, k_user_lift,
         k_per_event, k_device_mult, k_has_device, k_base_rate, k_lift_power, k_qs_factor, k_width, k_floor,
@@ -330,6 +330,7 @@ if kernels.numba is not None:
         n_cols = camp.shape[0]
         col_dead = np.zeros(n_cols, dtype=np.bool_)
         mults = np.empty(k_bucket_power.shape[0])
+        tops = np.empty(k_bucket_power.shape[0])
         visit = np.empty(k_bucket_power.shape[0], dtype=np.int32)
         width = order.shape[1]
         i = 0
@@ -345,7 +346,7 @@ if kernels.numba is not None:
                 for jj in range(n_cols):
                     col_dead[jj] = k_exhausted[jj] or dead[camp[jj]]
                 kernels.scan_session(
-                    s, order[s], sorted_ranks[s], mults, visit, k_users, k_device, k_admitted, k_audience, k_picks,
+                    s, order[s], sorted_ranks[s], mults, tops, visit, k_users, k_device, k_admitted, k_audience, k_picks,
                     k_u_part, k_col_group, k_col_audience, col_dead, k_col_ad, k_cap, k_col_multi, k_col_slot, k_share,
                     k_phase, k_col_topic, k_freq, k_user_lift, k_per_event, k_device_mult, k_has_device, k_base_rate,
                     k_lift_power, k_qs_factor, k_width, k_floor, k_value_lift, k_bound, k_bucket_start, k_bucket_topic,
@@ -369,14 +370,16 @@ if kernels.numba is not None:
                 rank = sorted_ranks[s, k]
                 ratio = paid[s, k] / rank if rank > 0 else 0.0
                 price = value * min(ratio, 1.0)
-                # Ground truth (engagement.probabilities, operation for operation).
+                # Ground truth (engagement.probabilities, operation for operation).  An outcome
+                # whose uniform is at least the slot's view factor cannot happen (its probability is
+                # view x a sigmoid <= view), so its sigmoid is skipped.
                 acc = taste[usr, 0] * ad_taste[ad, 0]
                 for d in range(1, n_dims):
                     acc = acc + taste[usr, d] * ad_taste[ad, d]
                 rel_obs = np.float64(affinity[usr, topic])
                 rel = (1 - TASTE_WEIGHT) * rel_obs + TASTE_WEIGHT * _sig(1.5 * np.float64(acc))
                 f0 = freq[usr, ad]
-                fatigue = 0.35 * np.log1p(np.float64(f0)) + 0.12 * np.log1p(10.0 * ad_impressions_total[ad] / n_users)
+                fatigue = fatigue_freq[f0] + 0.12 * wear[ad]
                 known = 0.0
                 if n_fam > 0:
                     key = np.int64(camp_adv[c]) * n_users + usr
@@ -386,15 +389,15 @@ if kernels.numba is not None:
                 auth = ad_authenticity[ad] - 0.5
                 content = ad_content[ad] - 0.5
                 vw = view[k]
-                click = u[s, k, 0] < vw * _sig(-4.8 + 2.4 * rel + 1.6 * content + _FC * known - fatigue)
-                like = u[s, k, 1] < vw * _sig(-4.6 + 2.0 * rel + 1.4 * auth + 1.0 * content - fatigue)
-                save = u[s, k, 3] < vw * _sig(-5.2 + 2.2 * rel + 0.8 * auth + 1.4 * content - fatigue)
-                comment = u[s, k, 2] < vw * _sig(-6.6 + 1.8 * rel + 1.8 * auth - fatigue)
-                share = u[s, k, 4] < vw * _sig(-6.9 + 2.0 * rel + 1.2 * auth + 0.8 * content - fatigue)
-                follow = u[s, k, 5] < vw * _sig(-7.2 + 1.6 * rel + 1.6 * auth - fatigue)
+                click = u[s, k, 0] < vw and u[s, k, 0] < vw * _sig(-4.8 + 2.4 * rel + 1.6 * content + _FC * known - fatigue)
+                like = u[s, k, 1] < vw and u[s, k, 1] < vw * _sig(-4.6 + 2.0 * rel + 1.4 * auth + 1.0 * content - fatigue)
+                save = u[s, k, 3] < vw and u[s, k, 3] < vw * _sig(-5.2 + 2.2 * rel + 0.8 * auth + 1.4 * content - fatigue)
+                comment = u[s, k, 2] < vw and u[s, k, 2] < vw * _sig(-6.6 + 1.8 * rel + 1.8 * auth - fatigue)
+                share = u[s, k, 4] < vw and u[s, k, 4] < vw * _sig(-6.9 + 2.0 * rel + 1.2 * auth + 0.8 * content - fatigue)
+                follow = u[s, k, 5] < vw and u[s, k, 5] < vw * _sig(-7.2 + 1.6 * rel + 1.6 * auth - fatigue)
                 video = False
                 if ad_video[ad]:
-                    video = u[s, k, 6] < vw * _sig(-1.6 + 1.8 * rel + 1.0 * auth + 0.6 * ad_vertical[ad] - fatigue)
+                    video = u[s, k, 6] < vw and u[s, k, 6] < vw * _sig(-1.6 + 1.8 * rel + 1.0 * auth + 0.6 * ad_vertical[ad] - fatigue)
                 conversion = False
                 bounce = False
                 if click:
@@ -448,7 +451,10 @@ def respond_numba(w: Winners) -> Served:
     n_used, n, session, slot, col, flags, prices, amount, over, relevance, lift, frequency = _respond(
         w.order, w.sorted_ranks, np.ascontiguousarray(w.paid), int(w.n_slots), w.users, w.device, w.cols, w.camp,
         w.bill, w.per_event, dm, has_device, w.ocpc, w.user_lift, w.affinity, w.taste, w.ad_taste, w.ad_topic,
-        w.ad_content, w.ad_authenticity, w.ad_video, w.ad_vertical, w.ad_impressions_total, w.camp_landing,
+        w.ad_content, w.ad_authenticity, w.ad_video, w.ad_vertical,
+        # Per ad and per frequency, the same values the numpy path computes per impression.
+        np.log1p(10.0 * w.ad_impressions_total / w.freq.shape[0]), 0.35 * np.log1p(np.arange(256, dtype=np.float64)),
+        w.camp_landing,
         w.camp_adv, w.remaining, w.freq, w.familiar_keys, w.view, float(w.intent), w.u, w.dead,
         _MECHANISM_CODE[w.mechanism], *kernels.kernel_args(w.batch),
     )  # fmt: skip
