@@ -32,7 +32,9 @@ import matplotlib.transforms as mtransforms
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from simulator.quality import FACTOR_COLUMNS
 
@@ -131,6 +133,36 @@ class _DateFormatter(mdates.DateFormatter):
         if label is None:
             label = self._memo[x] = super().__call__(x, pos)
         return label
+
+
+def _day_bars(ax: Axes, x: pd.DatetimeIndex, heights: Any, width: float, color: Any, alpha: float,
+              label: str) -> BarContainer:  # fmt: skip
+    """``ax.bar(x, heights, width=width, color=color, alpha=alpha, label=label, linewidth=0)``, built faster.
+
+    The same Rectangles (centred on the dates ``x``, ``width`` days wide, from
+    0) and the same legend entry; only the data limits are updated once for
+    all bars, where ``ax.bar`` transforms each bar's outline on its own, which
+    is most of its cost for the few hundred bars of a long run.
+    """
+    ax.xaxis.update_units(x)
+    left = np.asarray(ax.convert_xunits(x), dtype=float) - width / 2
+    height = np.asarray(heights, dtype=float)
+    bars = []
+    for lo, h in zip(left, height, strict=True):
+        r = Rectangle((lo, 0.0), width, h, facecolor=color, edgecolor=None, linewidth=0, alpha=alpha,
+                      label="_nolegend_")  # fmt: skip
+        r.sticky_edges.y.append(0.0)
+        ax.add_artist(r)
+        bars.append(r)
+    if bars:
+        drawn = (width != 0) | (height != 0)  # what ax.bar leaves out of the limits
+        steps = ((0, 0), (width, 0), (width, 1), (0, 1))  # the four corners: (x offset, share of the height)
+        corners = [np.column_stack([left + dx, height * up])[drawn] for dx, up in steps]
+        ax.update_datalim(np.concatenate(corners))
+        ax.autoscale_view()
+    container = BarContainer(bars, datavalues=height, orientation="vertical", label=label)
+    ax.add_container(container)
+    return container
 
 
 def _date_axis(ax: Axes, labels: bool = True) -> None:
@@ -352,7 +384,7 @@ def plot_spend_vs_budget(daily: pd.DataFrame, advertiser: str | None = None, n: 
         name = names[i]
         d = by[by["advertiser"] == name]
         x = _noon(d["date"])
-        a.bar(x, d["spend"], width=0.8, color=colors.get(name, "C0"), alpha=0.85, label="spend", linewidth=0)
+        _day_bars(a, x, d["spend"], width=0.8, color=colors.get(name, "C0"), alpha=0.85, label="spend")
         a.step(np.append(x - pd.Timedelta(hours=12), x[-1:] + pd.Timedelta(hours=12)),
                np.append(d["daily_budget"].to_numpy(), d["daily_budget"].to_numpy()[-1:]),
                where="post", color="black", linewidth=1.0, linestyle="--", label="daily budget")  # fmt: skip
@@ -723,9 +755,6 @@ def plot_kpi_table(daily: pd.DataFrame, n: int = 8, ax: Axes | None = None) -> A
                      cellLoc="right", colLoc="right", bbox=(0, 0, 1, 1))  # fmt: skip
     table.auto_set_font_size(False)
     table.set_fontsize(8.5)
-    # The table fills the Axes exactly (bbox (0, 0, 1, 1)), so it adds nothing to the
-    # Axes' extent; leaving it out of the layout spares measuring every cell twice.
-    table.set_in_layout(False)
     widths = [0.16] + [0.84 / len(spec)] * len(spec)
     for (row, col), cell in table.get_celld().items():
         cell.set_width(widths[col])
@@ -762,6 +791,31 @@ def _subtitle(tables: dict[str, pd.DataFrame]) -> str:
     return "   |   ".join(parts)
 
 
+def _pin_titles(fig: Figure) -> None:
+    """Leave each Axes title at the top of its Axes instead of re-checking, at every layout pass, what could lift it.
+
+    Matplotlib lifts a title over tick labels or an x label on top of the Axes
+    and over the y axis' offset text (the "1e6" or "+1000" of a scalar axis);
+    the check measures the whole y axis each time and builds its ticks even
+    for a hidden axis.  The report has no top ticks, and its y axes either
+    format their own labels (no offset text) or span at least 1 within
+    +-100, where a scalar formatter never writes one, so the check never moves
+    a title; Axes that could need it keep it.
+    """
+    for ax in fig.get_axes():
+        if not any(ax.get_title(loc=loc) for loc in ("center", "left", "right")) or ax.child_axes:
+            continue
+        ticks = [ax.xaxis.get_tick_params(which=which) for which in ("major", "minor")]
+        if any(t.get("top") or t.get("labeltop") for t in ticks) or ax.xaxis.get_label_position() == "top":
+            continue
+        if isinstance(ax.yaxis.get_major_formatter(), mticker.ScalarFormatter):
+            lo, hi = sorted(ax.get_ylim())
+            if not (max(abs(lo), abs(hi)) <= 100 and hi - lo >= 1):
+                continue
+        if hasattr(ax, "_autotitlepos"):
+            ax._autotitlepos = False  # what ax.set_title(..., y=1.0) sets, without touching the title's style
+
+
 def report_figure(tables: dict[str, pd.DataFrame], title: str = "", scenario: Any = None, n: int = 6) -> Figure:
     """The run report: the panels a marketer reads at a glance, on one page.
 
@@ -796,20 +850,29 @@ def report_figure(tables: dict[str, pd.DataFrame], title: str = "", scenario: An
     plot_impression_share(daily, n=n, ax=bottom[0].add_subplot(), events=events)
     plot_hour_heatmap(tables["advertiser_hourly"], ax=bottom[1].add_subplot())
     plot_kpi_table(daily, n=8, ax=rows[3].add_subplot())
+    _pin_titles(fig)
     return fig
 
 
 def _save_png(fig: Figure, path: str | Path, dpi: float) -> None:
-    """Write ``fig`` as a PNG at ``dpi``: the same pixels as ``fig.savefig(path, dpi=dpi)``, drawn once.
+    """``fig.savefig(path, dpi=dpi, format="png")``, with the figure drawn once instead of twice.
 
-    ``savefig`` on a figure with a layout engine draws it twice: once without
-    rendering (to run the layout) and once for real.  Drawing on an Agg canvas
-    directly runs the layout inside the one real draw.
+    ``savefig`` on a figure with a layout engine first draws it without
+    rendering, only to run the layout, and then draws it again for real.
+    Running the layout once at the output dpi and then saving the figure
+    without its engine gives the same pixels for one draw.  zlib level 3
+    instead of 6 writes the same pixels in a file about as small, 40 % faster.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    FigureCanvasAgg(fig)  # a renderer to measure text with (a plain Figure has none)
     fig.set_dpi(dpi)
-    FigureCanvasAgg(fig).print_png(path)
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        engine.execute(fig)
+        with matplotlib.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+            fig.set_layout_engine(None)  # no engine at all (a "none" placeholder still makes savefig draw twice)
+    fig.savefig(path, dpi=dpi, format="png", pil_kwargs={"compress_level": 3})
 
 
 def save_report(tables: dict[str, pd.DataFrame], path: str | Path, title: str = "", scenario: Any = None) -> Path:
@@ -1031,5 +1094,5 @@ def batch_report_figure(summary: pd.DataFrame, kpis: Sequence[str] = ("cpm", "cp
 
 def save_batch_report(summary: pd.DataFrame, path: str | Path, title: str = "Batch report") -> Path:
     fig = batch_report_figure(summary, title=title)
-    fig.savefig(path, dpi=80, format="png")
+    _save_png(fig, path, dpi=80)
     return Path(path)

@@ -249,6 +249,47 @@ def test_report_of_an_empty_run_says_so(small_run) -> None:  # noqa: ANN001
     assert any("no impressions" in t.get_text() for ax in fig.get_axes() for t in ax.texts)
 
 
+def test_report_png_has_the_pixels_of_a_plain_savefig(small_run, tmp_path, monkeypatch) -> None:
+    """save_report's shortcuts (one draw, pinned titles, remembered date ticks) change no pixel."""
+    fast = plots.save_report(small_run.tables, tmp_path / "fast.png", title="small", scenario=small_run.scenario)
+    monkeypatch.setattr(plots, "_pin_titles", lambda fig: None)
+    plain = tmp_path / "plain.png"
+    fig = plots.report_figure(small_run.tables, title="small", scenario=small_run.scenario)
+    fig.savefig(plain, dpi=80, format="png")
+    a, b = plt.imread(fast), plt.imread(plain)
+    assert a.shape == b.shape == (1680, 1280, 4)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_day_bars_are_the_bars_of_ax_bar() -> None:
+    x = pd.date_range("2026-11-01", periods=6) + pd.Timedelta(hours=12)
+    heights = [3.0, 0.0, 5.0, np.nan, 1.0, 2.5]
+    axes = []
+    for fast in (False, True):
+        fig = plt.figure(figsize=(3, 2), dpi=50)
+        ax = fig.add_subplot()
+        if fast:
+            plots._day_bars(ax, x, heights, width=0.8, color="C1", alpha=0.85, label="spend")
+        else:
+            ax.bar(x, heights, width=0.8, color="C1", alpha=0.85, label="spend", linewidth=0)
+        ax.plot(x, [4.0] * len(x), label="budget")
+        ax.legend()
+        fig.canvas.draw()
+        axes.append(ax)
+    ref, got = axes
+
+    def bars(ax):
+        return [(r.get_xy(), r.get_width(), r.get_height(), r.get_facecolor(), r.get_edgecolor(), r.get_linewidth())
+                for r in ax.patches]  # fmt: skip
+
+    np.testing.assert_equal(bars(got), bars(ref))
+    assert got.get_xlim() == ref.get_xlim()
+    assert got.get_ylim() == ref.get_ylim()
+    assert [t.get_text() for t in got.get_legend().get_texts()] == [t.get_text() for t in ref.get_legend().get_texts()]
+    pixels = [np.asarray(ax.figure.canvas.buffer_rgba()) for ax in (got, ref)]
+    np.testing.assert_array_equal(*pixels)
+
+
 def test_cli_report_redraws_the_png(small_run, tmp_path) -> None:  # noqa: ANN001
     from typer.testing import CliRunner
 
