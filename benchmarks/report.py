@@ -172,7 +172,7 @@ def markdown(res: dict[str, Any], images: dict[str, str]) -> str:
         "where the engine's fused kernels live) with timers and charges each part its exclusive time (its own "
         "time minus that of wrapped functions it calls), so the parts add up to the run. \"Eligibility, Ad Rank inputs, "
         "billing\" is what `Feed.serve_hour` and the functions it calls do besides the named ones: the live "
-        "columns of each batch, the uniforms of the responses, the order values and the bookkeeping of the impressions. Functions the engine no longer has are listed below the table. A part's rate is the auctions (impressions) of the run divided by that part's CPU time: the "
+        "columns of each chunk, the uniforms of the responses, the order values and the bookkeeping of the impressions. Functions the engine no longer has are listed below the table. A part's rate is the auctions (impressions) of the run divided by that part's CPU time: the "
         "rate the engine would reach if that part were all it did.",
     ]
     pm = res.get("parts_memory")
@@ -242,7 +242,8 @@ def markdown(res: dict[str, Any], images: dict[str, str]) -> str:
     if res.get("added_points"):
         lines += ["## Points measured after the suite", "",
                   "A point that failed or was skipped inside the time budget, measured right after it with "
-                  "`python benchmarks/run.py --render benchmarks/results.json --add-point USERS ADVERTISERS DAYS`:", ""]
+                  "`python benchmarks/run.py --render benchmarks/results.json --add-point USERS ADVERTISERS DAYS` "
+                  "(or `--add-singles-day`), with a longer `--point-timeout`:", ""]
         lines += [f"- {s}" for s in res["added_points"]] + [""]
     lines += [
         "## Reference points",

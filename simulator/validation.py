@@ -457,9 +457,11 @@ def check_adaptive_pacing(days: int = 6, settle_days: int = 2, budget: float = 4
     cum = np.cumsum(spend, axis=1)
     out_hour = np.where((cum >= budget - 0.01).any(axis=1), np.argmax(cum >= budget - 0.01, axis=1), 24)
     asap_tables, _ = _run_market(pacing_scenario("asap", 1, budget))
-    ah = asap_tables["advertiser_hourly"]
-    asap_spend = ah.loc[ah["advertiser"] == "paced", "spend"].to_numpy()
-    asap_out = int(np.argmax(np.cumsum(asap_spend) >= budget - 0.01))
+    # The hour its budget ran out (the crossing event is not billed, so spend stops short of the
+    # budget by up to one event's price: read the event, not the spend); 24 = never.
+    ev = asap_tables["events"]
+    gone = ev[(ev["advertiser"] == "paced") & (ev["kind"] == "budget_exhausted")]
+    asap_out = int(gone["hour"].min()) if len(gone) else 24
     m_star, se_star = fixed_point_multiplier(rate)
     day_means = m.mean(axis=1)
     se_m = float(day_means.std(ddof=1) / math.sqrt(day_means.size))
