@@ -4,13 +4,16 @@ Owns the serving loop: how many sessions an hour brings and whose they are,
 which ads are eligible in each (targeting, audiences, budget, frequency cap,
 pacing throttle, quality gate, creative split), their Ad Ranks, the auction,
 the users' responses and the billing, in time order.  An hour is served in
-time-ordered chunks; inside a chunk, when a campaign's next billing event
-would cross its budget, that event is delivered but not billed, the campaign
-leaves, and the rest of the chunk is auctioned again without it, so unbilled
-delivery past a budget is exactly the crossing event.
+time-ordered chunks, each auctioned at once (kernels.select); inside a chunk,
+when a campaign's next billing event would cross its budget, that event is
+delivered but not billed and the campaign leaves: the later sessions whose
+auction had it among their top ``n_slots + 1`` are auctioned again without it
+as the serving reaches them (respond.respond), so unbilled delivery past a
+budget is exactly the crossing event.
 
-Everything here is vectorized over sessions x ads; Python loops run over
-chunks and over the few campaigns with several creatives or an audience list.
+Per-session work runs in the compiled kernels (or their numpy paths); Python
+loops run over chunks and over the few campaigns with several creatives or an
+audience list.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from simulator.calendar import Calendar, DayConditions
 from simulator.ledger import Ledger
 from simulator.population import Population
 from simulator.quality import QualityModel, relevance_lift
+from simulator.respond import members
 from simulator.scenario import Scenario
 
 log = logging.getLogger(__name__)
@@ -36,15 +40,6 @@ _PER_COLUMN = (
     "cols", "camp", "bill", "col_group", "col_audience", "col_multi", "col_slot", "share", "phase", "col_topic",
     "per_event", "device_mult", "base_rate", "lift_power", "qs_factor", "ocpc", "bound",
 )  # fmt: skip
-
-
-def members(users: np.ndarray, sorted_ids: np.ndarray | None) -> np.ndarray:
-    """Which ``users`` are in the sorted id array (bool, same shape as ``users``)."""
-    if sorted_ids is None or sorted_ids.size == 0:
-        return np.zeros(users.shape, dtype=bool)
-    pos = np.searchsorted(sorted_ids, users)
-    pos = np.minimum(pos, sorted_ids.size - 1)
-    return sorted_ids[pos] == users
 
 
 class Feed:

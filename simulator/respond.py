@@ -134,9 +134,9 @@ def concat(pieces: list[Served]) -> Served:
     return Served(n_used=sum(p.n_used for p in pieces), outcomes=outcomes, **arrays)
 
 
-def members(keys: NDArray[np.int64], sorted_keys: NDArray[np.int64]) -> NDArray[np.bool_]:
-    """Which ``keys`` are in the sorted array ``sorted_keys``."""
-    if sorted_keys.size == 0:
+def members(keys: NDArray[np.integer], sorted_keys: NDArray[np.integer] | None) -> NDArray[np.bool_]:
+    """Which ``keys`` are in the sorted array ``sorted_keys`` (bool, same shape as ``keys``; None: none)."""
+    if sorted_keys is None or sorted_keys.size == 0:
         return np.zeros(keys.shape, dtype=bool)
     pos = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
     return sorted_keys[pos] == keys
