@@ -186,13 +186,17 @@ class Market(mesa.Model):
         self._update_audiences()
 
     def _first_party_users(self) -> dict[str, np.ndarray]:
-        """The advertisers (sorted) whose campaigns use their clickers, and their converters."""
+        """The advertisers (sorted) whose campaigns use their clickers, and their converters.
+
+        A campaign's targeting counts from the start or from any scheduled edit, so the lists are
+        complete when an edit switches an audience on mid-run.
+        """
         used: dict[str, set[int]] = {"clicked": set(), "converted": set()}
         for c, camp in enumerate(self._campaign_specs()):
-            t = camp.targeting
-            for source in (t.custom_audience, t.lookalike.seed if t.lookalike is not None else None, t.exclude):
-                if source is not None:
-                    used[source].add(int(self.book.camp_adv[c]))
+            for t in [camp.targeting, *(e.targeting for e in camp.edits if e.targeting is not None)]:
+                for source in (t.custom_audience, t.lookalike.seed if t.lookalike is not None else None, t.exclude):
+                    if source is not None:
+                        used[source].add(int(self.book.camp_adv[c]))
         return {k: np.array(sorted(v), dtype=np.int64) for k, v in used.items()}
 
     def _update_audiences(self) -> None:

@@ -1,4 +1,4 @@
-"""What happens after the auction of one batch: the users' responses and the billing, in time order.
+"""What happens after the auction of a chunk: the users' responses and the billing, in time order.
 
 Given each session's winners (``order``, ``sorted_ranks`` and the paid ranks from
 :mod:`simulator.auction`), for every impression in time order (session by
@@ -6,19 +6,20 @@ session, slot by slot): its price per billing event, the ground truth of what th
 user does (:mod:`simulator.engagement`), whether the campaign's billing event
 happened and what it costs, and whether that cost crosses the campaign's
 remaining budget.  An event that crosses it is delivered but not billed, and the
-campaign leaves: the batch's results stand up to the first later session whose
-auction had that campaign among its top ``n_slots + 1`` ads (the others would
-have come out the same without it), and the feed re-auctions from there.
+campaign leaves: every later session whose auction had that campaign among its
+top ``n_slots + 1`` ads is auctioned again without it when the serving reaches
+it (the others would come out the same without it).
 
 Two implementations that give identical results:
 
-* :func:`respond_numpy`: whole-array numpy over every impression of the batch (the reference);
-* :func:`respond_numba`: one compiled pass over the impressions that stops at the cut,
-  reading the user and ad tables in place instead of gathering them into arrays.
+* :func:`respond_numpy`: whole-array numpy, piece by piece between the sessions
+  that need a new auction (the reference);
+* :func:`respond_numba`: one compiled pass over the sessions that auctions them
+  again inline, reading the user and ad tables in place.
 
 Random draws are made with numpy before either runs (ten uniforms per session and
-slot), so both consume the same stream whatever part of it they get to.  Order values of conversions are
-drawn afterwards, for the impressions kept.
+slot), so both read the same draws whatever the re-auctions change.  Order values
+of conversions are drawn afterwards, by the feed.
 """
 
 from __future__ import annotations
@@ -445,7 +446,7 @@ if kernels.numba is not None:
 
 
 def respond_numba(w: Winners) -> Served:
-    """Compiled version of :func:`respond_numpy` (identical results): one pass, stops at the cut."""
+    """Compiled version of :func:`respond_numpy` (identical results): one pass, re-auctions inline."""
     has_device = w.device_mult is not None
     dm = np.ascontiguousarray(w.device_mult, dtype=np.float64) if has_device else np.ones((w.per_event.size, 2))
     n_used, n, session, slot, col, flags, prices, amount, over, relevance, lift, frequency = _respond(

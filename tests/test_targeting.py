@@ -143,3 +143,24 @@ def test_lookalike_by_size_and_without_seed(market: Market) -> None:
     aff = market.population.affinity
     beauty = market.book.categories.index("beauty")
     assert aff[aud, beauty].mean() > aff[:, beauty].mean()
+
+
+def test_an_edit_that_switches_on_a_custom_audience_finds_the_earlier_clickers() -> None:
+    """The clickers before the edit are kept, so the audience the edit switches on is not empty."""
+    scenario = make_scenario(
+        {
+            "days": 4,
+            "population.users": 3000,
+            "advertisers.0.campaigns.0.edits": [{"date": "2026-09-09", "targeting": {"custom_audience": "clicked"}}],
+        }
+    )
+    m = Market(scenario)
+    m.run()
+    c = 0
+    audience = m.book.camp_audience[c]
+    assert audience is not None and audience.size > 0
+    assert np.array_equal(audience, m.clicked[int(m.book.camp_adv[c])])
+    daily = m.tables()["advertiser_daily"]
+    name = m.book.advertiser_names[m.book.camp_adv[c]]
+    first = daily[(daily["advertiser"] == name) & (daily["campaign"] == m.book.camp_name[c])]
+    assert first["impressions"].iloc[-1] > 0  # still served after the edit, to its audience
