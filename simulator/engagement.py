@@ -1,10 +1,12 @@
 """Engagement: the ground truth of what users do with an ad they are shown.
 
 Hidden from the platform.  Given one array entry per impression (relevance,
-creative attributes, slot view factor, frequency, the day's purchase intent),
-samples in one vectorized pass: click, like, comment, save, share, follow,
-video completion, conversion (with order value) and bounce.  Pure functions of
-arrays and a ``numpy.random.Generator``; no state.
+creative attributes, slot view factor, frequency, the day's purchase intent):
+the true probability of each outcome, and the outcomes drawn from uniforms:
+click, like, comment, save, share, follow, video completion, conversion and
+bounce.  Pure functions of arrays; no state.  ``simulator.respond`` evaluates
+the same formulas operation for operation in its compiled pass; the feed draws
+conversions' order values.
 """
 
 from __future__ import annotations
@@ -47,8 +49,6 @@ class Impressions:
     frequency: FloatArray  # earlier impressions of this ad to this user today
     wear: FloatArray  # creative wear-out: log1p of its lifetime impressions per thousand reached users
     intent: float  # the day's purchase-intent multiplier
-    order_value_mean: FloatArray  # mean order value, yuan
-    order_value_mult: float = 1.0
     familiar: NDArray[np.bool_] | None = None  # the user clicked or bought from this advertiser before
 
 
@@ -120,17 +120,3 @@ def draw(p: dict[str, FloatArray], u: FloatArray) -> dict[str, NDArray[np.bool_]
         "conversion": conversion,
         "bounce": click & ~conversion & (u[:, 8] < p["bounce"]),
     }
-
-
-def sample(imp: Impressions, rng: np.random.Generator) -> Outcomes:
-    """Draw every outcome of every impression in one pass."""
-    n = len(imp.relevance)
-    out = draw(probabilities(imp), rng.random((n, 10)))
-    conversion = out["conversion"]
-    value = np.zeros(n)
-    n_conv = int(conversion.sum())
-    if n_conv:
-        # Lognormal order values with the given mean (sigma 0.5).
-        mean = imp.order_value_mean[conversion] * imp.order_value_mult
-        value[conversion] = mean * np.exp(0.5 * rng.standard_normal(n_conv) - 0.125)
-    return Outcomes(**out, order_value=np.round(value, 2))

@@ -208,7 +208,6 @@ def _serve_rows(w: Winners) -> Served:
         frequency=frequency.astype(np.float64),
         wear=np.log1p(10.0 * w.ad_impressions_total[ads] / w.freq.shape[0]),
         intent=w.intent,
-        order_value_mean=np.zeros(s_idx.size),
         familiar=members(w.camp_adv[camp].astype(np.int64) * w.freq.shape[0] + users, w.familiar_keys),
     )
     out = engagement.draw(engagement.probabilities(imp), w.u[s_idx, k_idx])
