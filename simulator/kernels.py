@@ -2,10 +2,12 @@
 
 Two implementations that give bit-identical results:
 
-* ``rank_top_numpy``: whole-matrix numpy (the reference, always available);
-* ``rank_top_numba``: one fused pass per session, compiled with numba and run
-  in parallel over sessions (both cores), keeping the best ``n_slots + 1`` ads
-  in a small insertion-sorted buffer instead of building the rank matrix.
+* ``rank_top_numpy`` / ``select_numpy``: whole-matrix numpy (the reference, always available);
+* ``rank_top_numba`` / ``select_numba``: one fused pass per session (``scan_session``),
+  compiled with numba (over sessions on all cores for large batches), keeping the
+  best ``n_slots + 1`` ads in a small insertion-sorted buffer instead of building
+  the rank matrix, and scanning only the ads whose rank bound can still win
+  (``pruning_order``).
 
 Both compute, for ad ``j`` in session ``s``::
 
@@ -361,11 +363,10 @@ if numba is not None:
             scan_session(
                 s, order[s], sorted_ranks[s], mults[s], tops[s], visit[s],
                 users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
-        col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
-        base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bucket_start, bucket_topic, bucket_power,
+                col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
+                base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bucket_start, bucket_topic, bucket_power,
             )  # fmt: skip
         return order, sorted_ranks
-
 
     _select_serial = numba.njit(parallel=False, cache=True, nogil=True)(_select_body)
     _select_parallel = numba.njit(parallel=True, cache=True, nogil=True)(_select_body)
