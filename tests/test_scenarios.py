@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from simulator import run
+from simulator.batch import single_threaded
 from simulator.scenario import apply_overrides, load_scenario, parse_scenario
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 FILES = sorted(SCENARIOS.glob("*.toml"))
-
-
-@contextlib.contextmanager
-def one_kernel_thread() -> Iterator[None]:
-    """Small markets: a thread pool per auction chunk costs more than it saves on a shared machine."""
-    try:
-        import numba
-    except ImportError:
-        yield
-        return
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
 
 
 def test_the_library_is_there():
@@ -74,7 +57,7 @@ def test_scenario_validates_and_describes_itself(path):
 def test_scenario_runs_a_few_days_small(path):
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     scenario = parse_scenario(apply_overrides(data, {"population.users": 3_000, "days": 2}), str(path))
-    with one_kernel_thread():
+    with single_threaded():
         result = run(scenario)
     market = result.market_daily
     assert len(market) == 2

@@ -3,9 +3,7 @@ price rise comes from advertisers competing, not from the calendar scaling a pri
 
 from __future__ import annotations
 
-import contextlib
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import pandas as pd
 import pytest
 
 from simulator import run
+from simulator.batch import single_threaded
 from simulator.scenario import apply_overrides, parse_scenario
 
 SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "singles_day_beauty.toml"
@@ -56,24 +55,8 @@ def peak_vs_early(data: dict[str, Any]) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def season() -> dict[str, dict[str, float]]:
     data = small_season()
-    with one_kernel_thread():
+    with single_threaded():
         return {"with": peak_vs_early(data), "without": peak_vs_early(without_competition(data))}
-
-
-@contextlib.contextmanager
-def one_kernel_thread() -> Iterator[None]:
-    """Small markets: a thread pool per auction chunk costs more than it saves on a shared machine."""
-    try:
-        import numba
-    except ImportError:
-        yield
-        return
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
 
 
 @pytest.mark.slow
