@@ -77,14 +77,14 @@ class Feed:
         self.min_quality = a.min_quality
         self.engagement_weights = quality.engagement_weights
         # Impressions of each ad to each user today (saturating at 255): frequency cap and fatigue.
-        self.freq = np.zeros((population.n, book.n_ads), dtype=np.uint8)
+        self.freq = kernels.hot_zeros((population.n, book.n_ads), np.uint8)
         self._freq_used = False
         # Users who clicked or converted today, per advertiser (merged into audiences at day end).
         self.clicked: list[tuple[np.ndarray, np.ndarray]] = []
         self.converted: list[tuple[np.ndarray, np.ndarray]] = []
         self.day = 0
         # The platform's relevance lift of every user for every category (float32, computed once).
-        self.user_lift = relevance_lift(population.affinity).astype(np.float32)
+        self.user_lift = kernels.hot_copy(relevance_lift(population.affinity).astype(np.float32))
         self.topic_max_lift = self.user_lift.max(axis=0).astype(np.float64)
         # Campaigns grouped by identical demographic + interest targeting.
         keys = [book.camp_seg_ok[c].tobytes() + int(book.camp_interest_bits[c]).to_bytes(8, "little") for c in range(book.n_campaigns)]
@@ -94,11 +94,18 @@ class Feed:
         order = [first[g] for g in range(len(uniq))]
         self.group_seg_ok = book.camp_seg_ok[order] if order else np.zeros((0, book.camp_seg_ok.shape[1]), bool)
         self.group_bits = book.camp_interest_bits[order] if order else np.zeros(0, np.int64)
-        #: Sorted keys ``advertiser * n_users + user`` of users who clicked or converted with an advertiser
-        #: before today (ground truth of brand familiarity; the market refreshes it each night).
+        #: Sorted keys (:func:`respond.familiar_key`) of users who clicked or converted with an advertiser
+        #: before today (ground truth of brand familiarity; the market refreshes it each night with
+        #: :meth:`set_familiar`), and where each user's keys start.
         self.familiar_keys = np.zeros(0, dtype=np.int64)
+        self.familiar_ptr = np.zeros(population.n + 1, dtype=np.int64)
         #: When a list, every served batch appends its inputs and outputs (tests compare a slow reference).
         self.trace: list[dict[str, Any]] | None = None
+
+    def set_familiar(self, keys: np.ndarray) -> None:
+        """Brand familiarity from now on: the sorted :func:`respond.familiar_key` of (advertiser, user) pairs."""
+        self.familiar_keys = keys
+        self.familiar_ptr = respond.familiar_index(keys, self.population.n)
 
     def start_day(self, day: int) -> None:
         self.day = day
@@ -243,7 +250,7 @@ class Feed:
             ad_topic=book.ad_topic, ad_content=book.ad_content, ad_authenticity=book.ad_authenticity,
             ad_video=book.ad_video, ad_vertical=book.ad_vertical, ad_impressions_total=book.ad_impressions_total,
             camp_landing=book.camp_landing, camp_adv=book.camp_adv, remaining=book.remaining_micro(), freq=self.freq,
-            familiar_keys=self.familiar_keys, view=self.view, intent=cond.intent,
+            familiar_keys=self.familiar_keys, familiar_ptr=self.familiar_ptr, view=self.view, intent=cond.intent,
             u=self.engagement_rng.random((n_s, self.n_slots, 10)), dead=book.camp_exhausted.copy(), batch=batch,
             mechanism=self.mechanism,
         )  # fmt: skip

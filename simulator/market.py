@@ -15,6 +15,7 @@ from typing import Any
 import mesa
 import numpy as np
 
+from simulator import respond
 from simulator import scenario as sc
 from simulator.advertiser import Advertiser
 from simulator.book import MICRO, AdBook
@@ -178,11 +179,11 @@ class Market(mesa.Model):
                     old = store.get(int(a))
                     store[int(a)] = new if old is None else np.union1d(old, new).astype(np.int32)
         # Brand familiarity (ground truth) fades: it lasts population.familiarity_days after a click or purchase.
-        today = [b[0].astype(np.int64) * self.population.n + b[1] for b in (*self.feed.clicked, *self.feed.converted)]
+        today = [respond.familiar_key(adv, users) for adv, users in (*self.feed.clicked, *self.feed.converted)]
         self._familiar_days.append(_sorted_set(today))
         keep = self.config.population.familiarity_days
         del self._familiar_days[: max(0, len(self._familiar_days) - keep)]
-        self.feed.familiar_keys = _sorted_set(self._familiar_days) if keep else np.zeros(0, np.int64)
+        self.feed.set_familiar(_sorted_set(self._familiar_days) if keep else np.zeros(0, np.int64))
         self._update_audiences()
 
     def _first_party_users(self) -> dict[str, np.ndarray]:

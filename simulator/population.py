@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from simulator import kernels
 from simulator import scenario as sc
 
 # How much more (or less) each gender cares for a category than average
@@ -66,13 +67,13 @@ class Population:
         tilt = np.array([_GENDER_TILT.get(c, (1.0, 1.0)) for c in categories], dtype=np.float32)  # (C, 2)
         alpha = spec.interest_concentration * tilt[:, self.gender].T  # (n, C) shape via gender column
         raw = rng.standard_gamma(alpha, dtype=np.float32) + np.float32(1e-12)
-        self.affinity = raw / raw.max(axis=1, keepdims=True)
+        self.affinity = kernels.hot_copy(raw / raw.max(axis=1, keepdims=True))  # read per impression
         del raw, alpha
         bits = (self.affinity >= INTEREST_THRESHOLD).astype(np.int64)
         self.interest_bits = (bits << np.arange(len(categories), dtype=np.int64)).sum(axis=1)
         del bits
-        self.taste = (rng.standard_normal((n, spec.taste_dims), dtype=np.float32) / np.sqrt(spec.taste_dims)).astype(
-            np.float32
+        self.taste = kernels.hot_copy(
+            (rng.standard_normal((n, spec.taste_dims), dtype=np.float32) / np.sqrt(spec.taste_dims)).astype(np.float32)
         )
         # Personal activity: some users open many more sessions than others.
         activity = rng.lognormal(0.0, 0.6, size=n)

@@ -54,7 +54,8 @@ class Winners:
     ``ad_taste`` (n_ads, K), ``ad_topic``, ``ad_content``, ``ad_authenticity``, ``ad_video``,
     ``ad_vertical``, ``ad_impressions_total``; campaigns' ``camp_landing`` (NaN: none),
     ``camp_adv`` and ``remaining`` micro-yuan; ``freq`` (n_users, n_ads) impressions today;
-    ``familiar_keys`` sorted ``advertiser x n_users + user``; ``view`` per slot; the day's
+    ``familiar_keys`` sorted :func:`familiar_key` of (advertiser, user) pairs and ``familiar_ptr``
+    (n_users + 1), where each user's keys start (:func:`familiar_index`); ``view`` per slot; the day's
     ``intent``; ``u`` (S, n_slots, 10) uniforms, one row per position; ``dead`` (n_campaigns)
     campaigns that ran out of budget before the chunk; ``batch``, the auction's inputs, and the
     ``mechanism``, for the sessions auctioned again.  ``order``, ``sorted_ranks`` and ``paid`` are
@@ -88,6 +89,7 @@ class Winners:
     remaining: NDArray[np.int64]
     freq: NDArray[np.uint8]
     familiar_keys: NDArray[np.int64]
+    familiar_ptr: NDArray[np.int64]
     view: NDArray[np.float64]
     intent: float
     u: NDArray[np.float64]
@@ -133,6 +135,18 @@ def concat(pieces: list[Served]) -> Served:
     }
     outcomes = {k: np.concatenate([p.outcomes[k] for p in pieces]) for k in OUTCOMES}
     return Served(n_used=sum(p.n_used for p in pieces), outcomes=outcomes, **arrays)
+
+
+def familiar_key(advertiser: NDArray[np.integer], user: NDArray[np.integer]) -> NDArray[np.int64]:
+    """Key of (advertiser, user) pairs in the brand-familiarity set: user-major, ``user << 32 | advertiser``."""
+    return (np.asarray(user).astype(np.int64) << 32) | np.asarray(advertiser).astype(np.int64)
+
+
+def familiar_index(keys: NDArray[np.int64], n_users: int) -> NDArray[np.int64]:
+    """Where each user's keys start in the sorted ``keys`` (n_users + 1 offsets), for per-user lookups."""
+    ptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(keys >> 32, minlength=n_users), out=ptr[1:])
+    return ptr
 
 
 def members(keys: NDArray[np.integer], sorted_keys: NDArray[np.integer] | None) -> NDArray[np.bool_]:
@@ -208,7 +222,7 @@ def _serve_rows(w: Winners) -> Served:
         frequency=frequency.astype(np.float64),
         wear=np.log1p(10.0 * w.ad_impressions_total[ads] / w.freq.shape[0]),
         intent=w.intent,
-        familiar=members(w.camp_adv[camp].astype(np.int64) * w.freq.shape[0] + users, w.familiar_keys),
+        familiar=members(familiar_key(w.camp_adv[camp], users), w.familiar_keys),
     )
     out = engagement.draw(engagement.probabilities(imp), w.u[s_idx, k_idx])
     click, conversion = out["click"], out["conversion"]
@@ -300,7 +314,8 @@ if kernels.numba is not None:
     def _respond(
         order, sorted_ranks, paid, n_slots, users, device, cols, camp, bill, per_event, device_mult, has_device,
         ocpc, user_lift, affinity, taste, ad_taste, ad_topic, ad_content, ad_authenticity, ad_video, ad_vertical,
-        wear, fatigue_freq, camp_landing, camp_adv, remaining, freq, familiar_keys, view, intent, u, dead_before,
+        wear, fatigue_freq, camp_landing, camp_adv, remaining, freq, familiar_keys, familiar_ptr, view, intent, u,
+        dead_before,
         mechanism, k_users, k_device, k_admitted, k_audience, k_picks, k_u_part, k_col_group, k_col_audience,
         k_exhausted, k_col_ad, k_cap, k_col_multi, k_col_slot, k_share, k_phase, k_col_topic, k_freq, k_user_lift,
         k_per_event, k_device_mult, k_has_device, k_base_rate, k_lift_power, k_qs_factor, k_width, k_floor,
@@ -312,9 +327,7 @@ if kernels.numba is not None:
             for k in range(n_slots):
                 if order[s, k] >= 0:
                     n_imp += 1
-        n_users = freq.shape[0]
         n_dims = taste.shape[1]
-        n_fam = familiar_keys.shape[0]
         session = np.empty(n_imp, dtype=np.int64)
         slot = np.empty(n_imp, dtype=np.int64)
         col = np.empty(n_imp, dtype=np.int32)
@@ -381,10 +394,9 @@ if kernels.numba is not None:
                 f0 = freq[usr, ad]
                 fatigue = fatigue_freq[f0] + 0.12 * wear[ad]
                 known = 0.0
-                if n_fam > 0:
-                    key = np.int64(camp_adv[c]) * n_users + usr
-                    pos = min(np.searchsorted(familiar_keys, key), n_fam - 1)
-                    if familiar_keys[pos] == key:
+                key = (np.int64(usr) << 32) | np.int64(camp_adv[c])
+                for q in range(familiar_ptr[usr], familiar_ptr[usr + 1]):  # this user's few keys
+                    if familiar_keys[q] == key:
                         known = 1.0
                 auth = ad_authenticity[ad] - 0.5
                 content = ad_content[ad] - 0.5
@@ -455,7 +467,7 @@ def respond_numba(w: Winners) -> Served:
         # Per ad and per frequency, the same values the numpy path computes per impression.
         np.log1p(10.0 * w.ad_impressions_total / w.freq.shape[0]), 0.35 * np.log1p(np.arange(256, dtype=np.float64)),
         w.camp_landing,
-        w.camp_adv, w.remaining, w.freq, w.familiar_keys, w.view, float(w.intent), w.u, w.dead,
+        w.camp_adv, w.remaining, w.freq, w.familiar_keys, w.familiar_ptr, w.view, float(w.intent), w.u, w.dead,
         _MECHANISM_CODE[w.mechanism], *kernels.kernel_args(w.batch),
     )  # fmt: skip
     over, amount = over[:n], amount[:n]

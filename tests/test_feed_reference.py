@@ -83,3 +83,48 @@ def test_engine_matches_reference_auction_and_billing(mechanism, platform):
     # The money closes: what the advertisers were billed is what the platform earned.
     md = market.tables()["market_daily"]
     assert int(md["revenue_micro"].iloc[0]) == int(md["spend_micro"].iloc[0])
+
+
+def test_brand_familiarity_lookup_matches_the_sorted_set():
+    """The compiled pass finds (advertiser, user) pairs through a per-user index; the numpy path
+    through a search of the sorted keys.  Both must see exactly the pairs of the set."""
+    rng = np.random.default_rng(7)
+    n_users, n_adv = 500, 40
+    adv = rng.integers(0, n_adv, 3000)
+    users = rng.integers(0, n_users, 3000)
+    keys = np.unique(respond.familiar_key(adv, users))
+    ptr = respond.familiar_index(keys, n_users)
+    pairs = set(zip(adv.tolist(), users.tolist(), strict=True))
+    q_adv, q_users = rng.integers(0, n_adv, 5000), rng.integers(0, n_users, 5000)
+    truth = np.array([(a, u) in pairs for a, u in zip(q_adv.tolist(), q_users.tolist(), strict=True)])
+    assert 0 < truth.sum() < truth.size
+    np.testing.assert_array_equal(respond.members(respond.familiar_key(q_adv, q_users), keys), truth)
+    via_index = [
+        bool(np.any(keys[ptr[u] : ptr[u + 1]] == respond.familiar_key(a, u)))
+        for a, u in zip(q_adv.tolist(), q_users.tolist(), strict=True)
+    ]
+    np.testing.assert_array_equal(via_index, truth)
+    assert ptr[0] == 0
+    assert ptr[-1] == keys.size
+
+
+def test_compiled_and_numpy_responses_agree_once_users_know_brands():
+    """After a few days users have clicked and bought (brand familiarity is on): both paths still agree."""
+    market = Market(make_scenario({"days": 3, "advertisers.0.campaigns.0.budget.daily": 3.0}))
+    market.step()
+    market.step()
+    assert market.feed.familiar_keys.size > 0
+    market.feed.trace = []
+    market.step()
+    known = 0
+    for t in market.feed.trace:
+        ref = respond.respond_numpy(t["winners"])
+        got = t["served"]
+        for name in ("session", "slot", "col", "price", "amount", "over", "billed", "relevance", "lift", "frequency"):
+            np.testing.assert_array_equal(getattr(ref, name), getattr(got, name), err_msg=name)
+        for name in respond.OUTCOMES:
+            np.testing.assert_array_equal(ref.outcomes[name], got.outcomes[name], err_msg=name)
+        w = t["winners"]
+        adv = w.camp_adv[w.camp[got.col]]
+        known += int(respond.members(respond.familiar_key(adv, w.users[got.session]), w.familiar_keys).sum())
+    assert known > 0  # some impressions went to users who knew the brand
