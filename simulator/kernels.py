@@ -3,7 +3,7 @@
 Two implementations that give bit-identical results:
 
 * ``rank_top_numpy`` / ``select_numpy``: whole-matrix numpy (the reference, always available);
-* ``rank_top_numba`` / ``select_numba``: one fused pass per session (``scan_session``),
+* ``rank_top_numba`` / ``select_numba``: one fused pass per session (``scan_sessions``),
   compiled with numba (over sessions on all cores for large batches), keeping the
   best ``n_slots + 1`` ads in a small insertion-sorted buffer instead of building
   the rank matrix, and scanning only the ads whose rank bound can still win
@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 
 try:  # numba is a dependency, but the numpy path keeps working without it
     import numba
+    import numba.extending
 
     HAVE_NUMBA = os.environ.get("ADSIM_NUMBA", "1") != "0"
 except ImportError:  # pragma: no cover
@@ -282,98 +283,150 @@ def select_numpy(b: Batch) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
     )
 
 
+#: How many sessions ahead the compiled kernels prefetch a user's rows (cache misses on the big
+#: user tables are a large part of a session's cost at a million users).
+PREFETCH_AHEAD = 8
+
 if numba is not None:
+    from llvmlite import ir as _ir
+    from numba.core import cgutils as _cgutils
+    from numba.core import types as _types
+
+    @numba.extending.intrinsic
+    def prefetch(typingctx, table, index):  # noqa: ARG001, ANN001, ANN201
+        """Ask the CPU to fetch ``table[index]``'s cache line ahead of its use (a hint: no effect on results).
+
+        ``index``: a tuple of ``table.ndim`` integers (``(i,)`` for a vector).
+        """
+        if not isinstance(table, _types.Array) or not isinstance(index, _types.BaseTuple) or len(index) != table.ndim:
+            return None
+        sig = _types.void(table, index)
+
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            aryty, idxty = signature.args
+            ary = context.make_array(aryty)(context, builder, args[0])
+            values = _cgutils.unpack_tuple(builder, args[1], len(idxty))
+            inds = [context.cast(builder, v, t, _types.intp) for v, t in zip(values, idxty, strict=True)]
+            ptr = _cgutils.get_item_pointer2(
+                context, builder, data=ary.data, shape=_cgutils.unpack_tuple(builder, ary.shape),
+                strides=_cgutils.unpack_tuple(builder, ary.strides), layout=aryty.layout, inds=inds,
+                wraparound=False, boundscheck=False,
+            )  # fmt: skip
+            i8p, i32 = _ir.IntType(8).as_pointer(), _ir.IntType(32)
+            fn = _cgutils.get_or_insert_function(
+                builder.module, _ir.FunctionType(_ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8"
+            )
+            # read, keep in all cache levels, data
+            builder.call(fn, [builder.bitcast(ptr, i8p), _ir.Constant(i32, 0), _ir.Constant(i32, 3), _ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return sig, codegen
 
     @numba.njit(cache=True, nogil=True)
-    def scan_session(  # noqa: PLR0913, PLR0912
-        s, order_row, ranks_row, mults, tops, visit,
+    def prefetch_user(users, s, ahead, user_lift, freq):  # noqa: ANN001, ANN201
+        """Prefetch the table rows the kernels read for the user of session ``s + ahead``, if any."""
+        if s + ahead < users.shape[0]:
+            u = users[s + ahead]
+            prefetch(user_lift, (u, 0))
+            for c in range(0, freq.shape[1], 64):
+                prefetch(freq, (u, c))
+
+    @numba.njit(cache=True, nogil=True)
+    def scan_sessions(  # noqa: PLR0913, PLR0912
+        s0, s1, order, sorted_ranks, mults, tops, visit,
         users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
         col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
         base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bucket_start, bucket_topic, bucket_power,
     ):  # fmt: skip
-        """Session ``s``'s best ``width`` columns into ``order_row`` / ``ranks_row`` (reset here).
+        """Sessions ``s0 .. s1 - 1``: each one's best ``width`` columns into its row of ``order`` and
+        ``sorted_ranks`` (reset here).
 
-        ``mults``, ``tops`` and ``visit`` are scratch space of one entry per bucket.
+        ``mults``, ``tops`` and ``visit`` are scratch space of one entry per bucket.  (One call scans
+        a range of sessions: a call per session would pass the forty arrays each time.)
         """
-        order_row[:] = -1
-        ranks_row[:] = 0.0
         n_buckets = bucket_power.shape[0]
         one = np.float32(1.0)
-        u = users[s]
-        dev = device[s]
-        count = 0
-        # This user's lift factor of each bucket, and the buckets in order of their best bound.
-        for b in range(n_buckets):
-            mult = 1.0
-            e = bucket_power[b]
-            if e > 0:
-                lf_b = np.float64(user_lift[u, bucket_topic[b]])
-                mult = lf_b
-                for _ in range(e - 1):
-                    mult = mult * lf_b
-            mults[b] = mult
-            top = bound[bucket_start[b]] * mult
-            tops[b] = top
-            p = b
-            while p > 0 and tops[visit[p - 1]] < top:
-                visit[p] = visit[p - 1]
-                p -= 1
-            visit[p] = b
-        for i in range(n_buckets):
-            b = visit[i]
-            mult = mults[b]
-            top = tops[b]
-            if top < floor or (count == width and top < ranks_row[width - 1]):
-                break  # buckets come best first: nothing further can win
-            for j in range(bucket_start[b], bucket_start[b + 1]):
-                bj = bound[j] * mult
-                if bj < floor or (count == width and bj < ranks_row[width - 1]):
-                    break  # bounds fall along the bucket: nobody after j in it can win
-                if exhausted[j] or not admitted[s, col_group[j]]:
-                    continue
-                a = col_audience[j]
-                if a >= 0 and not audience[s, a]:
-                    continue
-                if cap > 0 and freq[u, col_ad[j]] >= cap:
-                    continue
-                m = col_multi[j]
-                if m >= 0 and picks[s, m] != col_slot[j]:
-                    continue
-                sh = share[j]
-                if sh < one:
-                    x = u_part[s] + phase[j]
-                    if x >= one:
-                        x = x - one
-                    if not (x < sh):
-                        continue
-                v = per_event[j]
-                if has_device:
-                    v = v * device_mult[dev, j]
-                if value_lift[j]:
-                    v = v * np.float64(user_lift[u, col_topic[j]])
-                lp = lift_power[j]
-                if lp == 0:
-                    rate = 1.0 * base_rate[j]
-                else:
-                    lf = np.float64(user_lift[u, col_topic[j]])
-                    rate = lf * base_rate[j]
-                    if lp == 2:
-                        rate = rate * lf
-                r = v * rate * qs_factor[j]
-                if not (r >= floor and r > 0.0):
-                    continue
-                # Ties go to the lower column index, whatever order the buckets are scanned in.
-                if count == width and (r < ranks_row[width - 1] or (r == ranks_row[width - 1] and j > order_row[width - 1])):
-                    continue
-                p = count if count < width else width - 1
-                while p > 0 and (ranks_row[p - 1] < r or (ranks_row[p - 1] == r and order_row[p - 1] > j)):
-                    ranks_row[p] = ranks_row[p - 1]
-                    order_row[p] = order_row[p - 1]
+        for s in range(s0, s1):
+            prefetch_user(users, s, PREFETCH_AHEAD, user_lift, freq)
+            for p in range(width):
+                order[s, p] = -1
+                sorted_ranks[s, p] = 0.0
+            u = users[s]
+            dev = device[s]
+            count = 0
+            # This user's lift factor of each bucket, and the buckets in order of their best bound.
+            for b in range(n_buckets):
+                mult = 1.0
+                e = bucket_power[b]
+                if e > 0:
+                    lf_b = np.float64(user_lift[u, bucket_topic[b]])
+                    mult = lf_b
+                    for _ in range(e - 1):
+                        mult = mult * lf_b
+                mults[b] = mult
+                top = bound[bucket_start[b]] * mult
+                tops[b] = top
+                p = b
+                while p > 0 and tops[visit[p - 1]] < top:
+                    visit[p] = visit[p - 1]
                     p -= 1
-                ranks_row[p] = r
-                order_row[p] = j
-                if count < width:
-                    count += 1
+                visit[p] = b
+            for i in range(n_buckets):
+                b = visit[i]
+                mult = mults[b]
+                top = tops[b]
+                if top < floor or (count == width and top < sorted_ranks[s, width - 1]):
+                    break  # buckets come best first: nothing further can win
+                for j in range(bucket_start[b], bucket_start[b + 1]):
+                    bj = bound[j] * mult
+                    if bj < floor or (count == width and bj < sorted_ranks[s, width - 1]):
+                        break  # bounds fall along the bucket: nobody after j in it can win
+                    if exhausted[j] or not admitted[s, col_group[j]]:
+                        continue
+                    a = col_audience[j]
+                    if a >= 0 and not audience[s, a]:
+                        continue
+                    if cap > 0 and freq[u, col_ad[j]] >= cap:
+                        continue
+                    m = col_multi[j]
+                    if m >= 0 and picks[s, m] != col_slot[j]:
+                        continue
+                    sh = share[j]
+                    if sh < one:
+                        x = u_part[s] + phase[j]
+                        if x >= one:
+                            x = x - one
+                        if not (x < sh):
+                            continue
+                    v = per_event[j]
+                    if has_device:
+                        v = v * device_mult[dev, j]
+                    if value_lift[j]:
+                        v = v * np.float64(user_lift[u, col_topic[j]])
+                    lp = lift_power[j]
+                    if lp == 0:
+                        rate = 1.0 * base_rate[j]
+                    else:
+                        lf = np.float64(user_lift[u, col_topic[j]])
+                        rate = lf * base_rate[j]
+                        if lp == 2:
+                            rate = rate * lf
+                    r = v * rate * qs_factor[j]
+                    if not (r >= floor and r > 0.0):
+                        continue
+                    # Ties go to the lower column index, whatever order the buckets are scanned in.
+                    last_r = sorted_ranks[s, width - 1]
+                    if count == width and (r < last_r or (r == last_r and j > order[s, width - 1])):
+                        continue
+                    p = count if count < width else width - 1
+                    while p > 0 and (sorted_ranks[s, p - 1] < r or (sorted_ranks[s, p - 1] == r and order[s, p - 1] > j)):
+                        sorted_ranks[s, p] = sorted_ranks[s, p - 1]
+                        order[s, p] = order[s, p - 1]
+                        p -= 1
+                    sorted_ranks[s, p] = r
+                    order[s, p] = j
+                    if count < width:
+                        count += 1
 
     def _select_body(  # noqa: PLR0913
         users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
@@ -382,14 +435,15 @@ if numba is not None:
     ):  # fmt: skip
         n_s = users.shape[0]
         n_buckets = bucket_power.shape[0]
-        order = np.full((n_s, width), -1, dtype=np.int32)
-        sorted_ranks = np.zeros((n_s, width))
-        mults = np.empty((n_s, n_buckets))
-        tops = np.empty((n_s, n_buckets))
-        visit = np.empty((n_s, n_buckets), dtype=np.int32)
-        for s in numba.prange(n_s):  # prange is a plain range in the serial compilation
-            scan_session(
-                s, order[s], sorted_ranks[s], mults[s], tops[s], visit[s],
+        order = np.empty((n_s, width), dtype=np.int32)
+        sorted_ranks = np.empty((n_s, width))
+        n_blocks = min(n_s, 64)  # blocks of sessions, shared among the threads (prange)
+        mults = np.empty((n_blocks, n_buckets))
+        tops = np.empty((n_blocks, n_buckets))
+        visit = np.empty((n_blocks, n_buckets), dtype=np.int32)
+        for blk in numba.prange(n_blocks):  # prange is a plain range in the serial compilation
+            scan_sessions(
+                blk * n_s // n_blocks, (blk + 1) * n_s // n_blocks, order, sorted_ranks, mults[blk], tops[blk], visit[blk],
                 users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
                 col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
                 base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bucket_start, bucket_topic, bucket_power,

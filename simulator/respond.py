@@ -341,14 +341,25 @@ if kernels.numba is not None:
         spent = np.zeros(remaining.shape[0], dtype=np.int64)  # micro-yuan billed per campaign in this batch so far
         dead = dead_before.copy()  # campaigns that crossed their budget in an earlier session
         n_cols = camp.shape[0]
-        col_dead = np.zeros(n_cols, dtype=np.bool_)
+        col_dead = np.empty(n_cols, dtype=np.bool_)  # columns out of the re-auctions: exhausted or dead
+        for jj in range(n_cols):
+            col_dead[jj] = k_exhausted[jj] or dead[camp[jj]]
         mults = np.empty(k_bucket_power.shape[0])
         tops = np.empty(k_bucket_power.shape[0])
         visit = np.empty(k_bucket_power.shape[0], dtype=np.int32)
         width = order.shape[1]
         i = 0
         n_used = n_s
+        ahead = kernels.PREFETCH_AHEAD
         for s in range(n_s):
+            if s + ahead < n_s:  # the rows this pass reads for a later session's user (a hint: no effect on results)
+                u_next = users[s + ahead]
+                kernels.prefetch(taste, (u_next, 0))
+                kernels.prefetch(affinity, (u_next, 0))
+                kernels.prefetch(user_lift, (u_next, 0))
+                kernels.prefetch(familiar_ptr, (u_next,))
+                for c in range(0, freq.shape[1], 64):
+                    kernels.prefetch(freq, (u_next, c))
             hit = False
             for k in range(width):
                 j = order[s, k]
@@ -356,10 +367,8 @@ if kernels.numba is not None:
                     hit = True
             if hit:
                 # This session's auction had a campaign that ran out: auction it again without.
-                for jj in range(n_cols):
-                    col_dead[jj] = k_exhausted[jj] or dead[camp[jj]]
-                kernels.scan_session(
-                    s, order[s], sorted_ranks[s], mults, tops, visit, k_users, k_device, k_admitted, k_audience, k_picks,
+                kernels.scan_sessions(
+                    s, s + 1, order, sorted_ranks, mults, tops, visit, k_users, k_device, k_admitted, k_audience, k_picks,
                     k_u_part, k_col_group, k_col_audience, col_dead, k_col_ad, k_cap, k_col_multi, k_col_slot, k_share,
                     k_phase, k_col_topic, k_freq, k_user_lift, k_per_event, k_device_mult, k_has_device, k_base_rate,
                     k_lift_power, k_qs_factor, k_width, k_floor, k_value_lift, k_bound, k_bucket_start, k_bucket_topic,
@@ -437,6 +446,9 @@ if kernels.numba is not None:
                     if spent[c] > remaining[c]:
                         over[i] = True
                         dead[c] = True
+                        for jj in range(n_cols):
+                            if camp[jj] == c:
+                                col_dead[jj] = True
                 session[i] = s
                 slot[i] = k
                 col[i] = j
