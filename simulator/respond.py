@@ -292,6 +292,23 @@ if kernels.numba is not None:
         return 1.0 / (1.0 + np.exp(-z))
 
     @numba.njit(cache=True, nogil=True)
+    def _occurs(u, view, z):
+        """``u < view x sigmoid(z)``, the same answer as computing it, mostly without the ``exp``.
+
+        ``u >= view`` cannot happen (the sigmoid is below 1).  For ``z < 0``, ``e^x >= 1 + x + x^2/2
+        + x^3/6`` (``x = -z``) bounds the sigmoid by ``1 / (2 + x + x^2/2 + x^3/6)``; a uniform at least
+        that (with a margin far above rounding) cannot be below the computed sigmoid either.
+        """
+        if not (u < view):
+            return False
+        if z < 0.0:
+            x = -z
+            bound = 1.0 / (2.0 + x + 0.5 * x * x + x * x * x / 6.0)
+            if u >= view * bound * (1.0 + 1e-9):
+                return False
+        return u < view * _sig(z)
+
+    @numba.njit(cache=True, nogil=True)
     def _paid_row(mechanism, ranks, view, floor, out):  # noqa: ANN001, ANN202
         """One session's paid ranks (auction.rank_prices, operation for operation): 0 gsp, 1 vcg, 2 first price."""
         n_slots = out.shape[0]
@@ -392,9 +409,8 @@ if kernels.numba is not None:
                 rank = sorted_ranks[s, k]
                 ratio = paid[s, k] / rank if rank > 0 else 0.0
                 price = value * min(ratio, 1.0)
-                # Ground truth (engagement.probabilities, operation for operation).  An outcome
-                # whose uniform is at least the slot's view factor cannot happen (its probability is
-                # view x a sigmoid <= view), so its sigmoid is skipped.
+                # Ground truth (engagement.probabilities, operation for operation); _occurs skips
+                # the sigmoids whose answer a cheap bound already gives.
                 acc = taste[usr, 0] * ad_taste[ad, 0]
                 for d in range(1, n_dims):
                     acc = acc + taste[usr, d] * ad_taste[ad, d]
@@ -410,15 +426,15 @@ if kernels.numba is not None:
                 auth = ad_authenticity[ad] - 0.5
                 content = ad_content[ad] - 0.5
                 vw = view[k]
-                click = u[s, k, 0] < vw and u[s, k, 0] < vw * _sig(-4.8 + 2.4 * rel + 1.6 * content + _FC * known - fatigue)
-                like = u[s, k, 1] < vw and u[s, k, 1] < vw * _sig(-4.6 + 2.0 * rel + 1.4 * auth + 1.0 * content - fatigue)
-                save = u[s, k, 3] < vw and u[s, k, 3] < vw * _sig(-5.2 + 2.2 * rel + 0.8 * auth + 1.4 * content - fatigue)
-                comment = u[s, k, 2] < vw and u[s, k, 2] < vw * _sig(-6.6 + 1.8 * rel + 1.8 * auth - fatigue)
-                share = u[s, k, 4] < vw and u[s, k, 4] < vw * _sig(-6.9 + 2.0 * rel + 1.2 * auth + 0.8 * content - fatigue)
-                follow = u[s, k, 5] < vw and u[s, k, 5] < vw * _sig(-7.2 + 1.6 * rel + 1.6 * auth - fatigue)
+                click = _occurs(u[s, k, 0], vw, -4.8 + 2.4 * rel + 1.6 * content + _FC * known - fatigue)
+                like = _occurs(u[s, k, 1], vw, -4.6 + 2.0 * rel + 1.4 * auth + 1.0 * content - fatigue)
+                save = _occurs(u[s, k, 3], vw, -5.2 + 2.2 * rel + 0.8 * auth + 1.4 * content - fatigue)
+                comment = _occurs(u[s, k, 2], vw, -6.6 + 1.8 * rel + 1.8 * auth - fatigue)
+                share = _occurs(u[s, k, 4], vw, -6.9 + 2.0 * rel + 1.2 * auth + 0.8 * content - fatigue)
+                follow = _occurs(u[s, k, 5], vw, -7.2 + 1.6 * rel + 1.6 * auth - fatigue)
                 video = False
                 if ad_video[ad]:
-                    video = u[s, k, 6] < vw and u[s, k, 6] < vw * _sig(-1.6 + 1.8 * rel + 1.0 * auth + 0.6 * ad_vertical[ad] - fatigue)
+                    video = _occurs(u[s, k, 6], vw, -1.6 + 1.8 * rel + 1.0 * auth + 0.6 * ad_vertical[ad] - fatigue)
                 conversion = False
                 bounce = False
                 if click:

@@ -128,3 +128,18 @@ def test_compiled_and_numpy_responses_agree_once_users_know_brands():
         adv = w.camp_adv[w.camp[got.col]]
         known += int(respond.members(respond.familiar_key(adv, w.users[got.session]), w.familiar_keys).sum())
     assert known > 0  # some impressions went to users who knew the brand
+
+
+@pytest.mark.skipif(not hasattr(respond, "_occurs"), reason="numba is not installed")
+def test_outcome_draws_without_the_exp_give_the_same_answer():
+    """The compiled pass skips a sigmoid when a cheap bound already decides ``u < view x sigmoid(z)``."""
+    rng = np.random.default_rng(3)
+    z = np.concatenate([rng.uniform(-12, 4, 20_000), [-800.0, -709.0, -40.0, -1e-300, 0.0, 1e-300, 50.0]])
+    view = rng.choice([1.0, 0.7, 0.5, 0.05], z.size)
+    with np.errstate(over="ignore"):
+        sig = 1.0 / (1.0 + np.exp(-z))
+    # Uniforms on both sides of each threshold, and exactly on it.
+    for u in (rng.random(z.size), view * sig, np.nextafter(view * sig, 0), np.nextafter(view * sig, 1), np.zeros(z.size)):
+        want = u < view * sig
+        got = np.array([respond._occurs(a, b, c) for a, b, c in zip(u, view, z, strict=True)])
+        np.testing.assert_array_equal(got, want)
