@@ -30,7 +30,7 @@ test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(TEST_STAMP)
-	$(BIN)/python benchmarks/run.py --full --out docs/performance.md
+	$(BIN)/python benchmarks/run.py --full --out docs/performance.md --budget-minutes 30
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

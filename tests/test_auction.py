@@ -232,3 +232,20 @@ def test_pruning_by_lift_buckets_keeps_the_winners_and_ties():
                 assert r_all[s, k] <= b.bound[j] * factor
         pruned_any += int((b.bound < b.bound.max()).any())
     assert pruned_any > 30
+
+
+@pytest.mark.parametrize("shape", [(10, 3), (3_000, 2_000)])  # below and above kernels.HUGE_TABLE_BYTES
+def test_kernel_tables_are_zeroed_writable_arrays(shape):
+    """Big tables live on huge pages (an mmap); they must behave like any zeroed numpy table."""
+    t = kernels.hot_zeros(shape, np.uint8)
+    assert t.shape == shape
+    assert t.dtype == np.uint8
+    assert t.flags.c_contiguous
+    assert t.flags.writeable
+    assert not t.any()
+    t[-1, -1] = 7
+    assert t.sum() == 7
+    values = np.random.default_rng(0).random(shape, dtype=np.float32)
+    c = kernels.hot_copy(values)
+    np.testing.assert_array_equal(c, values)
+    assert c.dtype == np.float32
