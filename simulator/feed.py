@@ -95,16 +95,20 @@ class Feed:
         self.group_seg_ok = book.camp_seg_ok[order] if order else np.zeros((0, book.camp_seg_ok.shape[1]), bool)
         self.group_bits = book.camp_interest_bits[order] if order else np.zeros(0, np.int64)
         #: Sorted keys (:func:`respond.familiar_key`) of users who clicked or converted with an advertiser
-        #: before today (ground truth of brand familiarity; the market refreshes it each night with
-        #: :meth:`set_familiar`), and where each user's keys start.
+        #: before today (ground truth of brand familiarity; the market refreshes it each night), and
+        #: ``familiar_ptr``, where each user's keys start (set with them).
         self.familiar_keys = np.zeros(0, dtype=np.int64)
-        self.familiar_ptr = np.zeros(population.n + 1, dtype=np.int64)
         #: When a list, every served batch appends its inputs and outputs (tests compare a slow reference).
         self.trace: list[dict[str, Any]] | None = None
 
-    def set_familiar(self, keys: np.ndarray) -> None:
-        """Brand familiarity from now on: the sorted :func:`respond.familiar_key` of (advertiser, user) pairs."""
-        self.familiar_keys = keys
+    @property
+    def familiar_keys(self) -> np.ndarray:
+        return self._familiar_keys
+
+    @familiar_keys.setter
+    def familiar_keys(self, keys: np.ndarray) -> None:
+        # The compiled pass finds a user's keys through this index: the two never go out of step.
+        self._familiar_keys = keys
         self.familiar_ptr = respond.familiar_index(keys, self.population.n)
 
     def start_day(self, day: int) -> None:

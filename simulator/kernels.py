@@ -55,7 +55,10 @@ def hot_zeros(shape: int | tuple[int, ...], dtype: np.typing.DTypeLike) -> NDArr
     if nbytes < HUGE_TABLE_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
         return np.zeros(shape, dtype=dtype)
     buf = mmap.mmap(-1, nbytes + _HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # zero-filled by the OS
-    buf.madvise(mmap.MADV_HUGEPAGE)
+    try:
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    except OSError:  # a kernel without transparent huge pages: the advice is only a hint
+        pass
     offset = -np.frombuffer(buf, dtype=np.uint8, count=1).ctypes.data % _HUGE  # start on a 2 MB boundary
     return np.frombuffer(buf, dtype=dtype, count=count, offset=offset).reshape(shape)
 

@@ -183,7 +183,7 @@ class Market(mesa.Model):
         self._familiar_days.append(_sorted_set(today))
         keep = self.config.population.familiarity_days
         del self._familiar_days[: max(0, len(self._familiar_days) - keep)]
-        self.feed.set_familiar(_sorted_set(self._familiar_days) if keep else np.zeros(0, np.int64))
+        self.feed.familiar_keys = _sorted_set(self._familiar_days) if keep else np.zeros(0, np.int64)
         self._update_audiences()
 
     def _first_party_users(self) -> dict[str, np.ndarray]:

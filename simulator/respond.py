@@ -138,7 +138,10 @@ def concat(pieces: list[Served]) -> Served:
 
 
 def familiar_key(advertiser: NDArray[np.integer], user: NDArray[np.integer]) -> NDArray[np.int64]:
-    """Key of (advertiser, user) pairs in the brand-familiarity set: user-major, ``user << 32 | advertiser``."""
+    """Key of (advertiser, user) pairs in the brand-familiarity set: user-major, ``user << 32 | advertiser``.
+
+    (Users number at most ``scenario.MAX_USERS`` and advertiser indices are int32: both fit.)
+    """
     return (np.asarray(user).astype(np.int64) << 32) | np.asarray(advertiser).astype(np.int64)
 
 

@@ -1,5 +1,7 @@
 """Hand-computed auctions: exact positions and prices under gsp, vcg and first_price."""
 
+import mmap
+
 import numpy as np
 import pytest
 
@@ -238,6 +240,8 @@ def test_pruning_by_lift_buckets_keeps_the_winners_and_ties():
 def test_kernel_tables_are_zeroed_writable_arrays(shape):
     """Big tables live on huge pages (an mmap); they must behave like any zeroed numpy table."""
     t = kernels.hot_zeros(shape, np.uint8)
+    if t.nbytes >= kernels.HUGE_TABLE_BYTES and hasattr(mmap, "MADV_HUGEPAGE"):
+        assert t.ctypes.data % (2 << 20) == 0  # on the mmap path, starting on a huge-page boundary
     assert t.shape == shape
     assert t.dtype == np.uint8
     assert t.flags.c_contiguous

@@ -114,6 +114,14 @@ def test_compiled_and_numpy_responses_agree_once_users_know_brands():
     market.step()
     market.step()
     assert market.feed.familiar_keys.size > 0
+    # The per-user index the compiled pass reads follows the keys, however they are set.
+    np.testing.assert_array_equal(
+        market.feed.familiar_ptr, respond.familiar_index(market.feed.familiar_keys, market.population.n)
+    )
+    market.feed.familiar_keys = market.feed.familiar_keys[::2].copy()
+    np.testing.assert_array_equal(
+        market.feed.familiar_ptr, respond.familiar_index(market.feed.familiar_keys, market.population.n)
+    )
     market.feed.trace = []
     market.step()
     known = 0
