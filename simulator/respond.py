@@ -372,14 +372,13 @@ if kernels.numba is not None:
         n_used = n_s
         ahead = kernels.PREFETCH_AHEAD
         for s in range(n_s):
-            if s + ahead < n_s:  # the rows this pass reads for a later session's user (a hint: no effect on results)
+            # The rows this pass reads for a later session's user (a hint: no effect on results).
+            kernels.prefetch_user(users, s, ahead, user_lift, freq)
+            if s + ahead < n_s:
                 u_next = users[s + ahead]
                 kernels.prefetch(taste, (u_next, 0))
                 kernels.prefetch(affinity, (u_next, 0))
-                kernels.prefetch(user_lift, (u_next, 0))
                 kernels.prefetch(familiar_ptr, (u_next,))
-                for c in range(0, freq.shape[1], 64):
-                    kernels.prefetch(freq, (u_next, c))
             hit = False
             for k in range(width):
                 j = order[s, k]

@@ -45,7 +45,7 @@ class PaceState:
 
 
 def _clip(x: float, lo: float, hi: float) -> float:
-    """``np.clip`` of one number (the same value, without numpy's per-call cost; pacing runs hourly per campaign)."""
+    """``np.clip`` of one Python float (the same value, without numpy's per-call cost; pacing runs hourly per campaign)."""
     return float(min(max(x, lo), hi))
 
 
