@@ -188,6 +188,17 @@ def test_fused_selection_matches_the_numpy_path():
         assert (o1[:, 0] >= 0).any()  # the batches are not trivially empty
 
 
+def test_serial_and_parallel_kernels_keep_separate_compiled_caches():
+    # numba's file cache keys a function by name and signature, not by compile flags: one function
+    # compiled twice would share one entry, and the parallel kernel would load the serial code.
+    if kernels.numba is None:
+        pytest.skip("numba is not installed")
+    names = {d._cache._cache_file._index_name for d in (kernels._select_serial, kernels._select_parallel)}
+    assert len(names) == 2
+    assert kernels._select_parallel.targetoptions.get("parallel") is True
+    assert not kernels._select_serial.targetoptions.get("parallel")
+
+
 def _with_pruning(b, rng):
     """The batch with columns in ``pruning_order`` and its buckets set (the engine's exact pruning)."""
     import dataclasses
