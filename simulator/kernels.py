@@ -335,6 +335,24 @@ if numba is not None:
             for c in range(0, freq.shape[1], 64):
                 prefetch(freq, (u, c))
 
+    def serial_and_parallel(fn, name):  # noqa: ANN001, ANN202
+        """``fn`` compiled twice, on one thread and with ``numba.prange`` over all cores.
+
+        The two get their own names (``name + "_serial"``, ``name + "_parallel"``): numba's file cache
+        keys a function by name and signature, not by its compile flags, so two compilations of
+        one function would share one cache entry, and both would load whichever was compiled first.
+        """
+
+        def renamed(suffix):  # noqa: ANN001, ANN202
+            clone = types.FunctionType(fn.__code__, fn.__globals__, name + suffix, fn.__defaults__, fn.__closure__)
+            clone.__qualname__ = name + suffix
+            return clone
+
+        return (
+            numba.njit(parallel=False, cache=True, nogil=True)(renamed("_serial")),
+            numba.njit(parallel=True, cache=True, nogil=True)(renamed("_parallel")),
+        )
+
     @numba.njit(cache=True, nogil=True)
     def scan_sessions(  # noqa: PLR0913, PLR0912
         s0, s1, order, sorted_ranks, mults, tops, visit,
@@ -454,19 +472,7 @@ if numba is not None:
             )  # fmt: skip
         return order, sorted_ranks
 
-    def _renamed(fn, name):  # noqa: ANN001, ANN202
-        """A copy of ``fn`` called ``name``.
-
-        numba's file cache keys a function by its name and signature, not by its compile flags:
-        two compilations of one function would share a cache entry, and whichever ran first (the
-        serial one) would be loaded for both.
-        """
-        clone = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
-        clone.__qualname__ = name
-        return clone
-
-    _select_serial = numba.njit(parallel=False, cache=True, nogil=True)(_renamed(_select_body, "_select_serial"))
-    _select_parallel = numba.njit(parallel=True, cache=True, nogil=True)(_renamed(_select_body, "_select_parallel"))
+    _select_serial, _select_parallel = serial_and_parallel(_select_body, "_select")
 
 #: Batches with at least this many (session, ad) pairs use all cores; smaller ones run on one
 #: thread (thread start-up costs more than it saves).  On this project's 2-core machine two

@@ -312,7 +312,7 @@ if kernels.numba is not None:
         return u < view * _sig(z)
 
     @numba.njit(cache=True, nogil=True)
-    def _paid_row(mechanism, ranks, view, floor, out):  # noqa: ANN001, ANN202
+    def _paid_row(mechanism, ranks, view, floor, out):
         """One session's paid ranks (auction.rank_prices, operation for operation): 0 gsp, 1 vcg, 2 first price."""
         n_slots = out.shape[0]
         if mechanism == 0:
@@ -331,74 +331,37 @@ if kernels.numba is not None:
                 out[k] = ranks[k]
 
     @numba.njit(cache=True, nogil=True)
-    def _respond(
-        order, sorted_ranks, paid, n_slots, users, device, cols, camp, bill, per_event, device_mult, has_device,
-        ocpc, user_lift, affinity, taste, ad_taste, ad_topic, ad_content, ad_authenticity, ad_video, ad_vertical,
-        wear, fatigue_freq, camp_landing, camp_adv, remaining, freq, familiar_keys, familiar_ptr, view, intent, u,
-        dead_before,
-        mechanism, k_users, k_device, k_admitted, k_audience, k_picks, k_u_part, k_col_group, k_col_audience,
-        k_exhausted, k_col_ad, k_cap, k_col_multi, k_col_slot, k_share, k_phase, k_col_topic, k_freq, k_user_lift,
-        k_per_event, k_device_mult, k_has_device, k_base_rate, k_lift_power, k_qs_factor, k_width, k_floor,
-        k_value_lift, k_bound, k_bucket_start, k_bucket_topic, k_bucket_power,
-    ):  # fmt: skip
-        n_s = order.shape[0]
-        n_imp = 0
-        for s in range(n_s):
-            for k in range(n_slots):
-                if order[s, k] >= 0:
-                    n_imp += 1
-        n_dims = taste.shape[1]
-        session = np.empty(n_imp, dtype=np.int64)
-        slot = np.empty(n_imp, dtype=np.int64)
-        col = np.empty(n_imp, dtype=np.int32)
-        flags = np.zeros((10, n_imp), dtype=np.bool_)  # OUTCOMES, then the billing event
-        prices = np.empty(n_imp)
-        amount = np.zeros(n_imp, dtype=np.int64)
-        over = np.zeros(n_imp, dtype=np.bool_)
-        relevance = np.empty(n_imp)
-        lift = np.empty(n_imp)
-        frequency = np.empty(n_imp, dtype=np.uint8)
-        spent = np.zeros(remaining.shape[0], dtype=np.int64)  # micro-yuan billed per campaign in this batch so far
-        dead = dead_before.copy()  # campaigns that crossed their budget in an earlier session
-        n_cols = camp.shape[0]
-        col_dead = np.empty(n_cols, dtype=np.bool_)  # columns out of the re-auctions: exhausted or dead
-        for jj in range(n_cols):
-            col_dead[jj] = k_exhausted[jj] or dead[camp[jj]]
-        mults = np.empty(k_bucket_power.shape[0])
-        tops = np.empty(k_bucket_power.shape[0])
-        visit = np.empty(k_bucket_power.shape[0], dtype=np.int32)
-        width = order.shape[1]
-        i = 0
-        n_used = n_s
+    def _serve_sessions(s0, s1, row, out, order, sorted_ranks, paid, tables):
+        """The impressions of sessions ``s0 .. s1 - 1``, in time order, into rows ``row ..`` of ``out``:
+        each one's price, the user's responses (engagement.probabilities, operation for operation),
+        its billing event and that event's amount (whether the budget allows the amount is settled
+        later, in time order).  Returns the row after the last one written.
+
+        ``out`` and ``tables``: the tuples of output and input arrays :func:`respond_numba` builds.
+        (One call serves a range of sessions: a call per impression would pass the tuples each time.)
+        """
+        session, slot, col, flags, prices, amount, relevance, lift, frequency = out
+        (
+            users, device, cols, camp, bill, per_event, device_mult, has_device, ocpc, user_lift, affinity, taste,
+            ad_taste, ad_topic, ad_content, ad_authenticity, ad_video, ad_vertical, wear, fatigue_freq, camp_landing,
+            camp_adv, freq, familiar_keys, familiar_ptr, view, intent, u,
+        ) = tables  # fmt: skip
+        n_s, n_slots = paid.shape
         ahead = kernels.PREFETCH_AHEAD
-        for s in range(n_s):
-            # The rows this pass reads for a later session's user (a hint: no effect on results).
+        i = row
+        for s in range(s0, s1):
+            # The rows read for a later session's user (a hint: no effect on results).
             kernels.prefetch_user(users, s, ahead, user_lift, freq)
             if s + ahead < n_s:
                 u_next = users[s + ahead]
                 kernels.prefetch(taste, (u_next, 0))
                 kernels.prefetch(affinity, (u_next, 0))
                 kernels.prefetch(familiar_ptr, (u_next,))
-            hit = False
-            for k in range(width):
-                j = order[s, k]
-                if j >= 0 and dead[camp[j]]:
-                    hit = True
-            if hit:
-                # This session's auction had a campaign that ran out: auction it again without.
-                kernels.scan_sessions(
-                    s, s + 1, order, sorted_ranks, mults, tops, visit, k_users, k_device, k_admitted, k_audience, k_picks,
-                    k_u_part, k_col_group, k_col_audience, col_dead, k_col_ad, k_cap, k_col_multi, k_col_slot, k_share,
-                    k_phase, k_col_topic, k_freq, k_user_lift, k_per_event, k_device_mult, k_has_device, k_base_rate,
-                    k_lift_power, k_qs_factor, k_width, k_floor, k_value_lift, k_bound, k_bucket_start, k_bucket_topic,
-                    k_bucket_power,
-                )  # fmt: skip
-                _paid_row(mechanism, sorted_ranks[s], view, k_floor, paid[s])
-            usr = users[s]
             for k in range(n_slots):
                 j = order[s, k]
                 if j < 0:
                     break
+                usr = users[s]
                 ad = cols[j]
                 c = camp[j]
                 topic = ad_topic[ad]
@@ -411,10 +374,9 @@ if kernels.numba is not None:
                 rank = sorted_ranks[s, k]
                 ratio = paid[s, k] / rank if rank > 0 else 0.0
                 price = value * min(ratio, 1.0)
-                # Ground truth (engagement.probabilities, operation for operation); _occurs skips
-                # the sigmoids whose answer a cheap bound already gives.
+                # Ground truth; _occurs skips the sigmoids whose answer a cheap bound already gives.
                 acc = taste[usr, 0] * ad_taste[ad, 0]
-                for d in range(1, n_dims):
+                for d in range(1, taste.shape[1]):
                     acc = acc + taste[usr, d] * ad_taste[ad, d]
                 rel_obs = np.float64(affinity[usr, topic])
                 rel = (1 - TASTE_WEIGHT) * rel_obs + TASTE_WEIGHT * _sig(1.5 * np.float64(acc))
@@ -455,18 +417,8 @@ if kernels.numba is not None:
                     event = like or comment or save or share
                 else:
                     event = conversion
-                flags[9, i] = event
+                amount[i] = np.int64(np.floor(price * 1e6)) if event else 0
                 prices[i] = price
-                if event:
-                    a = np.int64(np.floor(price * 1e6))
-                    amount[i] = a
-                    spent[c] += a
-                    if spent[c] > remaining[c]:
-                        over[i] = True
-                        dead[c] = True
-                        for jj in range(n_cols):
-                            if camp[jj] == c:
-                                col_dead[jj] = True
                 session[i] = s
                 slot[i] = k
                 col[i] = j
@@ -479,30 +431,156 @@ if kernels.numba is not None:
                 flags[6, i] = video
                 flags[7, i] = conversion
                 flags[8, i] = bounce
+                flags[9, i] = event
                 relevance[i] = rel_obs
                 lift[i] = lf
                 frequency[i] = f0
                 i += 1
-        return n_used, i, session, slot, col, flags, prices, amount, over, relevance, lift, frequency
+        return i
+
+    def _speculate_body(start, out, order, sorted_ranks, paid, tables):
+        """Every impression of the batch as first auctioned (session ``s``'s into rows ``start[s]:start[s + 1]``),
+        in blocks of sessions shared among the threads (prange)."""
+        n_s = order.shape[0]
+        n_blocks = min(n_s, 64)
+        for blk in numba.prange(n_blocks):  # a plain range in the serial compilation
+            s0 = blk * n_s // n_blocks
+            _serve_sessions(s0, (blk + 1) * n_s // n_blocks, start[s0], out, order, sorted_ranks, paid, tables)
+
+    _speculate_serial, _speculate_parallel = kernels.serial_and_parallel(_speculate_body, "_speculate")
+
+    @numba.njit(cache=True, nogil=True)
+    def _move(out, src, dst):
+        """Row ``src`` of every array of ``out`` to row ``dst``."""
+        session, slot, col, flags, prices, amount, relevance, lift, frequency = out
+        session[dst] = session[src]
+        slot[dst] = slot[src]
+        col[dst] = col[src]
+        for f in range(flags.shape[0]):
+            flags[f, dst] = flags[f, src]
+        prices[dst] = prices[src]
+        amount[dst] = amount[src]
+        relevance[dst] = relevance[src]
+        lift[dst] = lift[src]
+        frequency[dst] = frequency[src]
+
+    @numba.njit(cache=True, nogil=True)
+    def _settle(
+        start, out, order, sorted_ranks, paid, n_slots, tables, remaining, dead_before, mechanism,
+        k_users, k_device, k_admitted, k_audience, k_picks, k_u_part, k_col_group, k_col_audience,
+        k_exhausted, k_col_ad, k_cap, k_col_multi, k_col_slot, k_share, k_phase, k_col_topic, k_freq, k_user_lift,
+        k_per_event, k_device_mult, k_has_device, k_base_rate, k_lift_power, k_qs_factor, k_width, k_floor,
+        k_value_lift, k_bound, k_bucket_start, k_bucket_topic, k_bucket_power,
+    ):  # fmt: skip
+        """Bill the speculated impressions in time order against the budgets, auctioning again (and
+        serving anew) each session whose auction had a campaign that ran out in an earlier one.
+
+        The kept impressions are packed to the front of ``out``.  A session auctioned again has no
+        more impressions than before (its candidates are a subset), so the packing never overtakes
+        the rows still to be read.  Returns the number kept and the ``over`` flags.
+        """
+        camp, view = tables[3], tables[25]
+        col, flags, amount = out[2], out[3], out[5]
+        n_s = order.shape[0]
+        over = np.zeros(amount.shape[0], dtype=np.bool_)
+        spent = np.zeros(remaining.shape[0], dtype=np.int64)  # micro-yuan billed per campaign in this batch so far
+        dead = dead_before.copy()  # campaigns that crossed their budget in an earlier session
+        n_cols = camp.shape[0]
+        col_dead = np.empty(n_cols, dtype=np.bool_)  # columns out of the re-auctions: exhausted or dead
+        for jj in range(n_cols):
+            col_dead[jj] = k_exhausted[jj] or dead[camp[jj]]
+        mults = np.empty(k_bucket_power.shape[0])
+        tops = np.empty(k_bucket_power.shape[0])
+        visit = np.empty(k_bucket_power.shape[0], dtype=np.int32)
+        width = order.shape[1]
+        i = 0
+        for s in range(n_s):
+            first = i
+            hit = False
+            for k in range(width):
+                j = order[s, k]
+                if j >= 0 and dead[camp[j]]:
+                    hit = True
+            if hit:
+                # This session's auction had a campaign that ran out: auction it again without.
+                kernels.scan_sessions(
+                    s, s + 1, order, sorted_ranks, mults, tops, visit, k_users, k_device, k_admitted, k_audience, k_picks,
+                    k_u_part, k_col_group, k_col_audience, col_dead, k_col_ad, k_cap, k_col_multi, k_col_slot, k_share,
+                    k_phase, k_col_topic, k_freq, k_user_lift, k_per_event, k_device_mult, k_has_device, k_base_rate,
+                    k_lift_power, k_qs_factor, k_width, k_floor, k_value_lift, k_bound, k_bucket_start, k_bucket_topic,
+                    k_bucket_power,
+                )  # fmt: skip
+                _paid_row(mechanism, sorted_ranks[s], view, k_floor, paid[s])
+                won = 0
+                for k in range(n_slots):
+                    if order[s, k] >= 0:
+                        won += 1
+                if i + won > start[s + 1]:  # cannot happen: the candidates are a subset of the first auction's
+                    raise AssertionError("a session auctioned again won more slots than before")
+                i = _serve_sessions(s, s + 1, i, out, order, sorted_ranks, paid, tables)
+            else:
+                for q in range(start[s], start[s + 1]):
+                    if i != q:
+                        _move(out, q, i)
+                    i += 1
+            for q in range(first, i):  # billing, in time order
+                if flags[9, q]:
+                    c = camp[col[q]]
+                    spent[c] += amount[q]
+                    if spent[c] > remaining[c]:
+                        over[q] = True
+                        dead[c] = True
+                        for jj in range(n_cols):
+                            if camp[jj] == c:
+                                col_dead[jj] = True
+        return i, over
 
 
-def respond_numba(w: Winners) -> Served:
-    """Compiled version of :func:`respond_numpy` (identical results): one pass, re-auctions inline."""
+#: Batches with at least this many impressions compute them on all cores (see :func:`respond_numba`).
+PARALLEL_IMPRESSIONS = 2_000
+
+
+def respond_numba(w: Winners, parallel: bool | None = None) -> Served:
+    """Compiled version of :func:`respond_numpy` (identical results), in two passes.
+
+    1. Every impression of the batch as first auctioned, on all cores (``parallel``: default when
+       the batch has :data:`PARALLEL_IMPRESSIONS` impressions or more and numba may use more than
+       one thread).  An impression depends only on its session, slot and the tables, never on
+       another impression, so the threads' split cannot change a result.
+    2. One pass in time order that bills them against the budgets and, inline, auctions again and
+       serves anew the sessions whose auction had a campaign that ran out (their first pass results
+       are dropped).
+    """
     has_device = w.device_mult is not None
     dm = np.ascontiguousarray(w.device_mult, dtype=np.float64) if has_device else np.ones((w.per_event.size, 2))
-    n_used, n, session, slot, col, flags, prices, amount, over, relevance, lift, frequency = _respond(
-        w.order, w.sorted_ranks, np.ascontiguousarray(w.paid), int(w.n_slots), w.users, w.device, w.cols, w.camp,
-        w.bill, w.per_event, dm, has_device, w.ocpc, w.user_lift, w.affinity, w.taste, w.ad_taste, w.ad_topic,
-        w.ad_content, w.ad_authenticity, w.ad_video, w.ad_vertical,
+    tables = (
+        w.users, w.device, w.cols, w.camp, w.bill, w.per_event, dm, has_device, w.ocpc, w.user_lift, w.affinity,
+        w.taste, w.ad_taste, w.ad_topic, w.ad_content, w.ad_authenticity, w.ad_video, w.ad_vertical,
         # Per ad and per frequency, the same values the numpy path computes per impression.
         np.log1p(10.0 * w.ad_impressions_total / w.freq.shape[0]), 0.35 * np.log1p(np.arange(256, dtype=np.float64)),
-        w.camp_landing,
-        w.camp_adv, w.remaining, w.freq, w.familiar_keys, w.familiar_ptr, w.view, float(w.intent), w.u, w.dead,
+        w.camp_landing, w.camp_adv, w.freq, w.familiar_keys, w.familiar_ptr, w.view, float(w.intent), w.u,
+    )  # fmt: skip
+    paid = np.ascontiguousarray(w.paid)
+    start = np.zeros(w.order.shape[0] + 1, dtype=np.int64)
+    np.cumsum((w.order[:, : w.n_slots] >= 0).sum(axis=1), out=start[1:])
+    n_imp = int(start[-1])
+    out = (
+        np.empty(n_imp, dtype=np.int64), np.empty(n_imp, dtype=np.int64), np.empty(n_imp, dtype=np.int32),
+        np.empty((10, n_imp), dtype=np.bool_), np.empty(n_imp), np.empty(n_imp, dtype=np.int64), np.empty(n_imp),
+        np.empty(n_imp), np.empty(n_imp, dtype=np.uint8),
+    )  # fmt: skip
+    if parallel is None:
+        parallel = n_imp >= PARALLEL_IMPRESSIONS and numba.get_num_threads() > 1
+    speculate = _speculate_parallel if parallel else _speculate_serial
+    speculate(start, out, w.order, w.sorted_ranks, paid, tables)
+    n, over = _settle(
+        start, out, w.order, w.sorted_ranks, paid, int(w.n_slots), tables, w.remaining, w.dead,
         _MECHANISM_CODE[w.mechanism], *kernels.kernel_args(w.batch),
     )  # fmt: skip
+    session, slot, col, flags, prices, amount, relevance, lift, frequency = out
     over, amount = over[:n], amount[:n]
     return Served(
-        n_used=int(n_used),
+        n_used=w.order.shape[0],
         session=session[:n],
         slot=slot[:n],
         col=col[:n],

@@ -193,10 +193,13 @@ def test_serial_and_parallel_kernels_keep_separate_compiled_caches():
     # compiled twice would share one entry, and the parallel kernel would load the serial code.
     if kernels.numba is None:
         pytest.skip("numba is not installed")
-    names = {d._cache._cache_file._index_name for d in (kernels._select_serial, kernels._select_parallel)}
-    assert len(names) == 2
-    assert kernels._select_parallel.targetoptions.get("parallel") is True
-    assert not kernels._select_serial.targetoptions.get("parallel")
+    from simulator import respond
+
+    for serial, parallel in ((kernels._select_serial, kernels._select_parallel), (respond._speculate_serial, respond._speculate_parallel)):
+        names = {d._cache._cache_file._index_name for d in (serial, parallel)}
+        assert len(names) == 2
+        assert parallel.targetoptions.get("parallel") is True
+        assert not serial.targetoptions.get("parallel")
 
 
 def _with_pruning(b, rng):
