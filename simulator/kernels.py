@@ -332,8 +332,10 @@ if numba is not None:
         if s + ahead < users.shape[0]:
             u = users[s + ahead]
             prefetch(user_lift, (u, 0))
+            prefetch(user_lift, (u, user_lift.shape[1] - 1))  # a row may straddle two cache lines
             for c in range(0, freq.shape[1], 64):
                 prefetch(freq, (u, c))
+            prefetch(freq, (u, freq.shape[1] - 1))
 
     def serial_and_parallel(fn, name):  # noqa: ANN001, ANN202
         """``fn`` compiled twice, on one thread and with ``numba.prange`` over all cores.

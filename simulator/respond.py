@@ -355,8 +355,12 @@ if kernels.numba is not None:
             if s + ahead < n_s:
                 u_next = users[s + ahead]
                 kernels.prefetch(taste, (u_next, 0))
+                kernels.prefetch(taste, (u_next, taste.shape[1] - 1))  # rows may straddle two cache lines
                 kernels.prefetch(affinity, (u_next, 0))
+                kernels.prefetch(affinity, (u_next, affinity.shape[1] - 1))
                 kernels.prefetch(familiar_ptr, (u_next,))
+            if s + ahead // 2 < n_s:  # that user's brand keys, now that the offset has arrived
+                kernels.prefetch(familiar_keys, (familiar_ptr[users[s + ahead // 2]],))
             for k in range(n_slots):
                 j = order[s, k]
                 if j < 0:
