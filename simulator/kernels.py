@@ -297,7 +297,7 @@ if numba is not None:
     from numba.core import types as _types
 
     @numba.extending.intrinsic
-    def prefetch(typingctx, table, index):  # noqa: ARG001, ANN001, ANN201
+    def prefetch(typingctx, table, index):
         """Ask the CPU to fetch ``table[index]``'s cache line ahead of its use (a hint: no effect on results).
 
         ``index``: a tuple of ``table.ndim`` integers (``(i,)`` for a vector).
@@ -306,7 +306,7 @@ if numba is not None:
             return None
         sig = _types.void(table, index)
 
-        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        def codegen(context, builder, signature, args):
             aryty, idxty = signature.args
             ary = context.make_array(aryty)(context, builder, args[0])
             values = _cgutils.unpack_tuple(builder, args[1], len(idxty))
@@ -327,7 +327,7 @@ if numba is not None:
         return sig, codegen
 
     @numba.njit(cache=True, nogil=True)
-    def prefetch_user(users, s, ahead, user_lift, freq):  # noqa: ANN001, ANN201
+    def prefetch_user(users, s, ahead, user_lift, freq):
         """Prefetch the table rows the kernels read for the user of session ``s + ahead``, if any."""
         if s + ahead < users.shape[0]:
             u = users[s + ahead]
@@ -337,7 +337,7 @@ if numba is not None:
                 prefetch(freq, (u, c))
             prefetch(freq, (u, freq.shape[1] - 1))
 
-    def serial_and_parallel(fn, name):  # noqa: ANN001, ANN202
+    def serial_and_parallel(fn, name):
         """``fn`` compiled twice, on one thread and with ``numba.prange`` over all cores.
 
         The two get their own names (``name + "_serial"``, ``name + "_parallel"``): numba's file cache
@@ -345,7 +345,7 @@ if numba is not None:
         one function would share one cache entry, and both would load whichever was compiled first.
         """
 
-        def renamed(suffix):  # noqa: ANN001, ANN202
+        def renamed(suffix):
             clone = types.FunctionType(fn.__code__, fn.__globals__, name + suffix, fn.__defaults__, fn.__closure__)
             clone.__qualname__ = name + suffix
             return clone
@@ -356,7 +356,7 @@ if numba is not None:
         )
 
     @numba.njit(cache=True, nogil=True)
-    def scan_sessions(  # noqa: PLR0913, PLR0912
+    def scan_sessions(
         s0, s1, order, sorted_ranks, mults, tops, visit,
         users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
         col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
@@ -452,7 +452,7 @@ if numba is not None:
                     if count < width:
                         count += 1
 
-    def _select_body(  # noqa: PLR0913
+    def _select_body(
         users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
         col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
         base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bucket_start, bucket_topic, bucket_power,

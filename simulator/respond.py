@@ -14,8 +14,10 @@ Two implementations that give identical results:
 
 * :func:`respond_numpy`: whole-array numpy, piece by piece between the sessions
   that need a new auction (the reference);
-* :func:`respond_numba`: one compiled pass over the sessions that auctions them
-  again inline, reading the user and ad tables in place.
+* :func:`respond_numba`: compiled, reading the user and ad tables in place: every
+  impression as first auctioned on all cores, then one pass in time order that
+  bills them and auctions again (in waves, over the threads) the sessions that
+  need it.
 
 Random draws are made with numpy before either runs (ten uniforms per session and
 slot), so both read the same draws whatever the re-auctions change.  Order values
@@ -454,23 +456,32 @@ if kernels.numba is not None:
     _speculate_serial, _speculate_parallel = kernels.serial_and_parallel(_speculate_body, "_speculate")
 
     @numba.njit(cache=True, nogil=True)
-    def _move(out, src, dst):
-        """Row ``src`` of every array of ``out`` to row ``dst``."""
-        session, slot, col, flags, prices, amount, relevance, lift, frequency = out
-        session[dst] = session[src]
-        slot[dst] = slot[src]
-        col[dst] = col[src]
-        for f in range(flags.shape[0]):
-            flags[f, dst] = flags[f, src]
-        prices[dst] = prices[src]
-        amount[dst] = amount[src]
-        relevance[dst] = relevance[src]
-        lift[dst] = lift[src]
-        frequency[dst] = frequency[src]
+    def _move(src_out, src, out, dst):
+        """Row ``src`` of every array of ``src_out`` to row ``dst`` of the same array of ``out``."""
+        for a, b in ((src_out[0], out[0]), (src_out[1], out[1]), (src_out[5], out[5])):  # the int64 ones
+            b[dst] = a[src]
+        out[2][dst] = src_out[2][src]
+        for f in range(out[3].shape[0]):
+            out[3][f, dst] = src_out[3][f, src]
+        for a, b in ((src_out[4], out[4]), (src_out[6], out[6]), (src_out[7], out[7])):  # the float64 ones
+            b[dst] = a[src]
+        out[8][dst] = src_out[8][src]
 
     @numba.njit(cache=True, nogil=True)
-    def _settle(
-        start, out, order, sorted_ranks, paid, n_slots, tables, remaining, dead_before, mechanism,
+    def _hit(order, s, camp, dead):
+        """Whether session ``s``'s auction had (in any position, the price setter included) a dead campaign."""
+        for k in range(order.shape[1]):
+            j = order[s, k]
+            if j >= 0 and dead[camp[j]]:
+                return True
+        return False
+
+    #: How far ahead a wave of re-auctions reaches (sessions): far enough to share among the threads,
+    #: near enough that few of its sessions need auctioning once more after a later crossing.
+    WAVE_SESSIONS = 4096
+
+    def _settle_body(
+        start, out, again, order, sorted_ranks, paid, tables, remaining, dead_before, mechanism,
         k_users, k_device, k_admitted, k_audience, k_picks, k_u_part, k_col_group, k_col_audience,
         k_exhausted, k_col_ad, k_cap, k_col_multi, k_col_slot, k_share, k_phase, k_col_topic, k_freq, k_user_lift,
         k_per_event, k_device_mult, k_has_device, k_base_rate, k_lift_power, k_qs_factor, k_width, k_floor,
@@ -479,13 +490,19 @@ if kernels.numba is not None:
         """Bill the speculated impressions in time order against the budgets, auctioning again (and
         serving anew) each session whose auction had a campaign that ran out in an earlier one.
 
+        The first such session starts a wave: every later session whose auction has a campaign dead
+        by then is auctioned again and served anew at once (over the threads, into the rows of
+        ``again``).  That is what serving them one by one would give, unless another campaign runs
+        out before the serving reaches them and it is among their new winners: the time-order pass
+        checks each session again as it reaches it, and such a session starts a new wave.
+
         The kept impressions are packed to the front of ``out``.  A session auctioned again has no
         more impressions than before (its candidates are a subset), so the packing never overtakes
         the rows still to be read.  Returns the number kept and the ``over`` flags.
         """
         camp, view = tables[3], tables[25]
         col, flags, amount = out[2], out[3], out[5]
-        n_s = order.shape[0]
+        n_s, n_slots = paid.shape
         over = np.zeros(amount.shape[0], dtype=np.bool_)
         spent = np.zeros(remaining.shape[0], dtype=np.int64)  # micro-yuan billed per campaign in this batch so far
         dead = dead_before.copy()  # campaigns that crossed their budget in an earlier session
@@ -493,39 +510,54 @@ if kernels.numba is not None:
         col_dead = np.empty(n_cols, dtype=np.bool_)  # columns out of the re-auctions: exhausted or dead
         for jj in range(n_cols):
             col_dead[jj] = k_exhausted[jj] or dead[camp[jj]]
-        mults = np.empty(k_bucket_power.shape[0])
-        tops = np.empty(k_bucket_power.shape[0])
-        visit = np.empty(k_bucket_power.shape[0], dtype=np.int32)
-        width = order.shape[1]
+        n_buckets = k_bucket_power.shape[0]
+        mults = np.empty((64, n_buckets))
+        tops = np.empty((64, n_buckets))
+        visit = np.empty((64, n_buckets), dtype=np.int32)
+        redone = np.zeros(n_s, dtype=np.bool_)  # served anew into ``again``
+        end_again = np.zeros(n_s, dtype=np.int64)  # ... its rows there: start[s] .. end_again[s] - 1
+        wave = np.empty(n_s, dtype=np.int64)
+        overflow = np.zeros(64, dtype=np.bool_)
         i = 0
         for s in range(n_s):
-            first = i
-            hit = False
-            for k in range(width):
-                j = order[s, k]
-                if j >= 0 and dead[camp[j]]:
-                    hit = True
-            if hit:
-                # This session's auction had a campaign that ran out: auction it again without.
-                kernels.scan_sessions(
-                    s, s + 1, order, sorted_ranks, mults, tops, visit, k_users, k_device, k_admitted, k_audience, k_picks,
-                    k_u_part, k_col_group, k_col_audience, col_dead, k_col_ad, k_cap, k_col_multi, k_col_slot, k_share,
-                    k_phase, k_col_topic, k_freq, k_user_lift, k_per_event, k_device_mult, k_has_device, k_base_rate,
-                    k_lift_power, k_qs_factor, k_width, k_floor, k_value_lift, k_bound, k_bucket_start, k_bucket_topic,
-                    k_bucket_power,
-                )  # fmt: skip
-                _paid_row(mechanism, sorted_ranks[s], view, k_floor, paid[s])
-                won = 0
-                for k in range(n_slots):
-                    if order[s, k] >= 0:
-                        won += 1
-                if i + won > start[s + 1]:  # cannot happen: the candidates are a subset of the first auction's
+            if _hit(order, s, camp, dead):
+                n_wave = 0
+                for t in range(s, min(s + WAVE_SESSIONS, n_s)):
+                    if _hit(order, t, camp, dead):
+                        wave[n_wave] = t
+                        n_wave += 1
+                n_blocks = min(n_wave, 64)
+                for blk in numba.prange(n_blocks):  # a plain range in the serial compilation
+                    for w in range(blk * n_wave // n_blocks, (blk + 1) * n_wave // n_blocks):
+                        t = wave[w]
+                        kernels.scan_sessions(
+                            t, t + 1, order, sorted_ranks, mults[blk], tops[blk], visit[blk], k_users, k_device,
+                            k_admitted, k_audience, k_picks, k_u_part, k_col_group, k_col_audience, col_dead, k_col_ad,
+                            k_cap, k_col_multi, k_col_slot, k_share, k_phase, k_col_topic, k_freq, k_user_lift,
+                            k_per_event, k_device_mult, k_has_device, k_base_rate, k_lift_power, k_qs_factor, k_width,
+                            k_floor, k_value_lift, k_bound, k_bucket_start, k_bucket_topic, k_bucket_power,
+                        )  # fmt: skip
+                        _paid_row(mechanism, sorted_ranks[t], view, k_floor, paid[t])
+                        won = 0
+                        for k in range(n_slots):
+                            if order[t, k] >= 0:
+                                won += 1
+                        if start[t] + won > start[t + 1]:  # cannot happen: the candidates are a subset of the first auction's
+                            overflow[blk] = True
+                        else:
+                            end_again[t] = _serve_sessions(t, t + 1, start[t], again, order, sorted_ranks, paid, tables)
+                            redone[t] = True
+                if overflow.any():  # (raised out here: a prange loop cannot be left early)
                     raise AssertionError("a session auctioned again won more slots than before")
-                i = _serve_sessions(s, s + 1, i, out, order, sorted_ranks, paid, tables)
+            first = i
+            if redone[s]:
+                for q in range(start[s], end_again[s]):
+                    _move(again, q, out, i)
+                    i += 1
             else:
                 for q in range(start[s], start[s + 1]):
                     if i != q:
-                        _move(out, q, i)
+                        _move(out, q, out, i)
                     i += 1
             for q in range(first, i):  # billing, in time order
                 if flags[9, q]:
@@ -538,6 +570,8 @@ if kernels.numba is not None:
                             if camp[jj] == c:
                                 col_dead[jj] = True
         return i, over
+
+    _settle_serial, _settle_parallel = kernels.serial_and_parallel(_settle_body, "_settle")
 
 
 #: Batches with at least this many impressions compute them on all cores (see :func:`respond_numba`).
@@ -577,9 +611,11 @@ def respond_numba(w: Winners, parallel: bool | None = None) -> Served:
         parallel = n_imp >= PARALLEL_IMPRESSIONS and numba.get_num_threads() > 1
     speculate = _speculate_parallel if parallel else _speculate_serial
     speculate(start, out, w.order, w.sorted_ranks, paid, tables)
-    n, over = _settle(
-        start, out, w.order, w.sorted_ranks, paid, int(w.n_slots), tables, w.remaining, w.dead,
-        _MECHANISM_CODE[w.mechanism], *kernels.kernel_args(w.batch),
+    again = tuple(np.empty_like(a) for a in out)  # rows of the sessions auctioned again
+    settle = _settle_parallel if parallel else _settle_serial
+    n, over = settle(
+        start, out, again, w.order, w.sorted_ranks, paid, tables, w.remaining, w.dead, _MECHANISM_CODE[w.mechanism],
+        *kernels.kernel_args(w.batch),
     )  # fmt: skip
     session, slot, col, flags, prices, amount, relevance, lift, frequency = out
     over, amount = over[:n], amount[:n]

@@ -195,7 +195,11 @@ def test_serial_and_parallel_kernels_keep_separate_compiled_caches():
         pytest.skip("numba is not installed")
     from simulator import respond
 
-    for serial, parallel in ((kernels._select_serial, kernels._select_parallel), (respond._speculate_serial, respond._speculate_parallel)):
+    for serial, parallel in (
+        (kernels._select_serial, kernels._select_parallel),
+        (respond._speculate_serial, respond._speculate_parallel),
+        (respond._settle_serial, respond._settle_parallel),
+    ):
         names = {d._cache._cache_file._index_name for d in (serial, parallel)}
         assert len(names) == 2
         assert parallel.targetoptions.get("parallel") is True

@@ -5,6 +5,7 @@ import pytest
 
 from simulator import Market, respond
 from tests import reference
+from simulator.scenario import parse_scenario
 from tests.conftest import make_scenario
 
 
@@ -201,3 +202,46 @@ def test_compiled_responses_split_across_threads_match_one_thread_and_numpy(monk
     assert seen["batches"] >= 24
     assert seen["reauctioned"] > 0  # sessions served anew after a campaign ran out
     assert seen["fewer"] > 0  # ... some with fewer impressions: the kept rows were packed
+
+
+def test_budget_crossings_in_waves_match_numpy(monkeypatch):
+    """Many small budgets run out within the same batches: sessions auctioned again in one wave
+    can lose a new winner to a later crossing and must be auctioned again once more."""
+    if respond.kernels.numba is None:
+        pytest.skip("numba is not installed")
+    import copy
+    import dataclasses
+
+    from tests.conftest import SMALL
+
+    base = copy.deepcopy(SMALL)
+    base["population"]["users"] = 20_000
+    base["traffic"]["ad_slots"] = 2
+    base["days"] = 1
+    base["advertisers"] = [
+        {
+            "name": f"adv{a}",
+            "category": "beauty",
+            "campaigns": [{"name": "c1", "bid": {"type": "CPM", "amount": 30.0 + 5 * a}, "budget": {"daily": 1.0 + 0.4 * a}}],
+        }
+        for a in range(8)
+    ]
+    original = respond.respond
+    seen = {"crossings": 0}
+
+    def both(w):
+        w_numpy = dataclasses.replace(w, order=w.order.copy(), sorted_ranks=w.sorted_ranks.copy(), paid=w.paid.copy())
+        got = respond.respond_numba(w, parallel=True)
+        ref = respond.respond_numpy(w_numpy)
+        for name in ("session", "slot", "col", "price", "amount", "over", "billed", "relevance", "lift", "frequency"):
+            np.testing.assert_array_equal(getattr(ref, name), getattr(got, name), err_msg=name)
+        np.testing.assert_array_equal(w_numpy.order, w.order)
+        seen["crossings"] += int(got.over.sum())
+        return got
+
+    monkeypatch.setattr(respond, "respond", both)
+    try:
+        Market(parse_scenario(base, "<test>")).step()
+    finally:
+        monkeypatch.setattr(respond, "respond", original)
+    assert seen["crossings"] >= 4
