@@ -182,10 +182,7 @@ class Feed:
         camp = book.ad_camp[cols]
         # --- eligibility inputs: targeting groups and audience lists, creative split, pacing and quality gate
         groups, col_group = np.unique(self.camp_group[camp], return_inverse=True)
-        admitted = self.group_seg_ok[groups].T[pop.segment[users]]  # (S, G)
-        bits = self.group_bits[groups]
-        if (bits != 0).any():
-            admitted &= ((pop.interest_bits[users][:, None] & bits[None, :]) != 0) | (bits == 0)[None, :]
+        admitted = kernels.admitted(self.group_seg_ok[groups], self.group_bits[groups], users, pop.segment, pop.interest_bits)
         aud_cols = np.flatnonzero(book.camp_audience_mode[camp] != 0)
         audience = np.ones((n_s, aud_cols.size), dtype=bool)
         col_audience = np.full(cols.size, -1, dtype=np.int32)
@@ -302,7 +299,7 @@ class Feed:
             served.relevance, served.lift * self.view[served.slot], served.lift, self.engagement_weights,
         )  # fmt: skip
         book.bill(np.bincount(imp_camp, weights=served.billed, minlength=book.n_campaigns).astype(np.int64))
-        self.freq[imp_users, ads] = np.minimum(served.frequency.astype(np.int16) + 1, 255).astype(np.uint8)
+        kernels.bump_frequency(self.freq, imp_users, ads, served.frequency)
         self._freq_used = True
         book.ad_impressions_total += np.bincount(ads, minlength=book.n_ads)
         if out.click.any():

@@ -525,3 +525,82 @@ def _buckets(b: Batch) -> tuple:
 def select(b: Batch) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
     """The fastest available implementation (numba unless ``ADSIM_NUMBA=0``)."""
     return select_numba(b) if HAVE_NUMBA else select_numpy(b)
+
+
+# ----------------------------------------------------------------------------------------------
+# Smaller passes of the feed, compiled where numpy would gather at random or allocate temporaries.
+# Each has a numpy twin that gives the same result (``ADSIM_NUMBA=0`` uses it).
+# ----------------------------------------------------------------------------------------------
+
+if numba is not None:
+
+    def _admitted_body(seg_ok, bits, users, segment, interest_bits):
+        n_s, n_g = users.shape[0], bits.shape[0]
+        out = np.empty((n_s, n_g), dtype=np.bool_)
+        for s in numba.prange(n_s):
+            if s + 16 < n_s:  # a later session's user (a hint: no effect on results)
+                prefetch(segment, (users[s + 16],))
+                prefetch(interest_bits, (users[s + 16],))
+            u = users[s]
+            sg = segment[u]
+            ib = interest_bits[u]
+            for g in range(n_g):
+                out[s, g] = seg_ok[g, sg] and (bits[g] == 0 or (ib & bits[g]) != 0)
+        return out
+
+    _admitted_serial, _admitted_parallel = serial_and_parallel(_admitted_body, "_admitted")
+
+    def _bump_body(freq, users, ads, before):
+        for i in numba.prange(users.shape[0]):
+            freq[users[i], ads[i]] = min(np.int16(before[i]) + 1, 255)
+
+    _bump_serial, _bump_parallel = serial_and_parallel(_bump_body, "_bump")
+
+    @numba.njit(cache=True, nogil=True)
+    def _count_at_most(cdf, u):
+        out = np.empty(u.shape[0], dtype=np.int64)
+        j = 0
+        for i in range(u.shape[0]):
+            while j < cdf.shape[0] and cdf[j] <= u[i]:
+                j += 1
+            out[i] = j
+        return out
+
+
+def _threads(work: int) -> bool:
+    """Whether a pass over ``work`` items should use all cores (see :data:`PARALLEL_PAIRS`)."""
+    return work >= PARALLEL_PAIRS and numba.get_num_threads() > 1
+
+
+def admitted(
+    seg_ok: NDArray[np.bool_], bits: NDArray[np.int64], users: NDArray[np.int32], segment: NDArray, interest_bits: NDArray[np.int64]
+) -> NDArray[np.bool_]:
+    """(S, G): whether targeting group ``g`` admits session ``s``'s user.
+
+    ``seg_ok`` (G, n_segments): the group's demographic segments; ``bits`` (G,): its interest
+    bits (0: any interests), admitting users with at least one of them (``interest_bits``).
+    """
+    if not HAVE_NUMBA:
+        out = seg_ok.T[segment[users]]
+        if (bits != 0).any():
+            out &= ((interest_bits[users][:, None] & bits[None, :]) != 0) | (bits == 0)[None, :]
+        return out
+    kernel = _admitted_parallel if _threads(users.size * bits.size) else _admitted_serial
+    return kernel(np.ascontiguousarray(seg_ok), bits, users, segment, interest_bits)
+
+
+def bump_frequency(freq: NDArray[np.uint8], users: NDArray, ads: NDArray, before: NDArray[np.uint8]) -> None:
+    """``freq[users, ads] = min(before + 1, 255)`` in place (``before``: each pair's count before the batch,
+    so a pair listed twice is written the same value twice)."""
+    if not HAVE_NUMBA:
+        freq[users, ads] = np.minimum(before.astype(np.int16) + 1, 255).astype(np.uint8)
+        return
+    kernel = _bump_parallel if _threads(users.size) else _bump_serial
+    kernel(freq, users, ads, before)
+
+
+def count_at_most(cdf: NDArray[np.float64], u: NDArray[np.float64]) -> NDArray[np.int64]:
+    """``np.searchsorted(cdf, u, side="right")`` for ascending ``u``: one merge-like walk along both."""
+    if not HAVE_NUMBA:
+        return np.searchsorted(cdf, u, side="right")
+    return _count_at_most(cdf, u)

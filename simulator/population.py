@@ -85,7 +85,7 @@ class Population:
         # Sorted draws make the binary searches walk the CDF in order (cache-friendly); a random
         # permutation then puts the sessions in a random time order (the draws stay i.i.d.).
         u = np.sort(rng.random(n_sessions))
-        idx = np.minimum(np.searchsorted(self._cdf, u, side="right"), self.n - 1).astype(np.int32)
+        idx = np.minimum(kernels.count_at_most(self._cdf, u), self.n - 1).astype(np.int32)
         return idx[rng.permutation(n_sessions)]
 
     def segment_counts(self) -> np.ndarray:

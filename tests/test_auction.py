@@ -271,3 +271,38 @@ def test_kernel_tables_are_zeroed_writable_arrays(shape):
     c = kernels.hot_copy(values)
     np.testing.assert_array_equal(c, values)
     assert c.dtype == np.float32
+
+
+def test_compiled_feed_passes_match_their_numpy_twins(monkeypatch):
+    """Targeting matrix, frequency bump and the sessions' CDF search, compiled (one thread and
+    all cores) against the numpy expressions they replace."""
+    if kernels.numba is None:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(3)
+    n_users, n_seg, n_ads = 5_000, 48, 30
+    segment = rng.integers(0, n_seg, n_users).astype(np.int16)
+    interest_bits = rng.integers(0, 1 << 12, n_users).astype(np.int64)
+    users = rng.integers(0, n_users, 20_000).astype(np.int32)
+    seg_ok = rng.random((7, n_seg)) < 0.6
+    bits = np.where(rng.random(7) < 0.3, 0, rng.integers(1, 1 << 12, 7)).astype(np.int64)
+    want = seg_ok.T[segment[users]] & (((interest_bits[users][:, None] & bits[None, :]) != 0) | (bits == 0)[None, :])
+    assert 0 < want.mean() < 1
+    freq = rng.integers(0, 256, (n_users, n_ads)).astype(np.uint8)
+    ads = rng.integers(0, n_ads, users.size)
+    before = freq[users, ads].copy()  # pairs listed twice carry the same count, as in a batch
+    freq_want = freq.copy()
+    freq_want[users, ads] = np.minimum(before.astype(np.int16) + 1, 255).astype(np.uint8)
+    assert (before == 255).any()  # the count saturates
+    cdf = np.cumsum(rng.random(1_000))
+    cdf /= cdf[-1]
+    u = np.sort(np.concatenate([rng.random(5_000), cdf[:50], [0.0, 1.0]]))  # values on the steps too
+    for threads in (1, 2):
+        monkeypatch.setattr(kernels, "PARALLEL_PAIRS", 1 if threads == 2 else 10**12)
+        np.testing.assert_array_equal(kernels.admitted(seg_ok, bits, users, segment, interest_bits), want)
+        got = freq.copy()
+        kernels.bump_frequency(got, users, ads, before)
+        np.testing.assert_array_equal(got, freq_want)
+        np.testing.assert_array_equal(kernels.count_at_most(cdf, u), np.searchsorted(cdf, u, side="right"))
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", False)  # the numpy twins themselves
+    np.testing.assert_array_equal(kernels.admitted(seg_ok, bits, users, segment, interest_bits), want)
+    np.testing.assert_array_equal(kernels.count_at_most(cdf, u), np.searchsorted(cdf, u, side="right"))
