@@ -604,3 +604,94 @@ def count_at_most(cdf: NDArray[np.float64], u: NDArray[np.float64]) -> NDArray[n
     if not HAVE_NUMBA:
         return np.searchsorted(cdf, u, side="right")
     return _count_at_most(cdf, u)
+
+
+#: Rows of :func:`ledger_sums`' per-ad sums (the first ten are ``quality.AdStats``' fields).
+AD_SUMS = (
+    "impressions", "exposure", "clicks", "click_exposure", "engagements", "weighted_engagements", "conversions",
+    "bounces", "relevance_sum", "follows", "likes", "comments", "saves", "shares", "video_completions", "order_value",
+    "position_sum", "unbilled_events", "unbilled_value", "spend_micro",
+)  # fmt: skip
+#: Rows of its per-campaign sums.
+CAMPAIGN_SUMS = ("impressions", "clicks", "engagements", "conversions", "spend_micro")
+
+if numba is not None:
+
+    @numba.njit(cache=True, nogil=True)
+    def _ledger_sums(
+        ad, camp, n_ads, n_camps, slot, click, like, comment, save, share, follow, video, conversion, bounce,
+        order_value, billed, unbilled, unbilled_micro, relevance, exposure, click_exposure, weights, micro,
+    ):  # fmt: skip
+        per_ad = np.zeros((len(AD_SUMS), n_ads))
+        per_camp = np.zeros((len(CAMPAIGN_SUMS), n_camps))
+        w_like, w_save, w_comment, w_share, w_follow = weights
+        for i in range(ad.shape[0]):
+            a, c = ad[i], camp[i]
+            engaged = np.float64(like[i] or comment[i] or save[i] or share[i])
+            clk, conv = np.float64(click[i]), np.float64(conversion[i])
+            per_ad[0, a] += 1.0
+            per_ad[1, a] += exposure[i]
+            per_ad[2, a] += clk
+            per_ad[3, a] += click_exposure[i] * clk
+            per_ad[4, a] += engaged
+            per_ad[5, a] += (
+                w_like * np.float64(like[i]) + w_save * np.float64(save[i]) + w_comment * np.float64(comment[i])
+                + w_share * np.float64(share[i]) + w_follow * np.float64(follow[i])
+            )  # fmt: skip
+            per_ad[6, a] += conv
+            per_ad[7, a] += np.float64(bounce[i])
+            per_ad[8, a] += relevance[i]
+            per_ad[9, a] += np.float64(follow[i])
+            per_ad[10, a] += np.float64(like[i])
+            per_ad[11, a] += np.float64(comment[i])
+            per_ad[12, a] += np.float64(save[i])
+            per_ad[13, a] += np.float64(share[i])
+            per_ad[14, a] += np.float64(video[i])
+            per_ad[15, a] += order_value[i]
+            per_ad[16, a] += np.float64(slot[i] + 1)
+            per_ad[17, a] += np.float64(unbilled[i])
+            per_ad[18, a] += unbilled_micro[i] / micro
+            per_ad[19, a] += np.float64(billed[i])
+            per_camp[0, c] += 1.0
+            per_camp[1, c] += clk
+            per_camp[2, c] += engaged
+            per_camp[3, c] += conv
+            per_camp[4, c] += np.float64(billed[i])
+        return per_ad, per_camp
+
+
+def ledger_sums(
+    ad: NDArray, camp: NDArray, n_ads: int, n_camps: int, slot: NDArray, outcomes, billed: NDArray[np.int64],  # noqa: ANN001
+    unbilled: NDArray[np.bool_], unbilled_micro: NDArray[np.int64], relevance: NDArray, exposure: NDArray,
+    click_exposure: NDArray, weights: dict[str, float], micro: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """A batch of impressions summed per ad (rows :data:`AD_SUMS`) and per campaign (:data:`CAMPAIGN_SUMS`).
+
+    Each sum adds its terms in impression order from zero, as ``np.bincount`` does, so both
+    implementations give the same floats.  Money is summed as float64, exact below 2**53 micro-yuan.
+    """
+    o = outcomes
+    w = (weights["like"], weights["save"], weights["comment"], weights["share"], weights["follow"])
+    if HAVE_NUMBA:
+        return _ledger_sums(
+            ad, camp, n_ads, n_camps, slot, o.click, o.like, o.comment, o.save, o.share, o.follow, o.video_completion,
+            o.conversion, o.bounce, np.asarray(o.order_value, dtype=np.float64), billed, unbilled, unbilled_micro,
+            np.asarray(relevance, dtype=np.float64), np.asarray(exposure, dtype=np.float64),
+            np.asarray(click_exposure, dtype=np.float64), tuple(float(x) for x in w), micro,
+        )  # fmt: skip
+    engaged = o.like | o.comment | o.save | o.share
+    weng = w[0] * o.like + w[1] * o.save + w[2] * o.comment + w[3] * o.share + w[4] * o.follow
+    per_ad_terms = (
+        None, exposure, o.click, click_exposure * o.click, engaged, weng, o.conversion, o.bounce, relevance, o.follow,
+        o.like, o.comment, o.save, o.share, o.video_completion, o.order_value, slot + 1, unbilled,
+        unbilled_micro / micro, billed,
+    )  # fmt: skip
+    per_camp_terms = (None, o.click, engaged, o.conversion, billed)
+
+    def sums(index: NDArray, n: int, terms: tuple) -> NDArray[np.float64]:
+        return np.array(
+            [np.bincount(index, weights=None if t is None else np.asarray(t, dtype=np.float64), minlength=n) for t in terms],
+            dtype=np.float64,
+        ).reshape(len(terms), n)
+
+    return sums(ad, n_ads, per_ad_terms), sums(camp, n_camps, per_camp_terms)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from simulator import kernels
 from simulator.book import BILL_NAMES, MICRO, AdBook
 from simulator.quality import FACTOR_COLUMNS, AdStats, QualityModel
 
@@ -102,49 +103,21 @@ class Ledger:
         engagement_weights: dict[str, float],
     ) -> None:
         """Add a batch of served impressions (arrays of shape (n,)) to today's counters."""
-        n = self.n_ads
-
-        def per_ad(weights: np.ndarray | None = None) -> np.ndarray:
-            return np.bincount(ad_idx, weights=weights, minlength=n)
-
-        o = outcomes
-        engaged = o.engagement
-        obs = self.obs
-        obs.impressions += per_ad()
-        obs.exposure += per_ad(exposure)
-        obs.clicks += per_ad(o.click.astype(np.float64))
-        obs.click_exposure += per_ad(click_exposure * o.click)
-        obs.engagements += per_ad(engaged.astype(np.float64))
-        w = engagement_weights
-        weng = (
-            w["like"] * o.like + w["save"] * o.save + w["comment"] * o.comment + w["share"] * o.share + w["follow"] * o.follow
-        ).astype(np.float64)
-        obs.weighted_engagements += per_ad(weng)
-        obs.conversions += per_ad(o.conversion.astype(np.float64))
-        obs.bounces += per_ad(o.bounce.astype(np.float64))
-        obs.relevance_sum += per_ad(relevance)
-        obs.follows += per_ad(o.follow.astype(np.float64))
-        c = self.counters
-        c["likes"] += per_ad(o.like.astype(np.float64))
-        c["comments"] += per_ad(o.comment.astype(np.float64))
-        c["saves"] += per_ad(o.save.astype(np.float64))
-        c["shares"] += per_ad(o.share.astype(np.float64))
-        c["video_completions"] += per_ad(o.video_completion.astype(np.float64))
-        c["order_value"] += per_ad(o.order_value)
-        c["position_sum"] += per_ad((slot + 1).astype(np.float64))
-        c["unbilled_events"] += per_ad(unbilled.astype(np.float64))
-        c["unbilled_value"] += per_ad(unbilled_micro / MICRO)
-        # Money: integers all the way.  Each advertiser's side by ad, the platform's side as one sum.
-        self.spend_micro += np.bincount(ad_idx, weights=billed_micro, minlength=n).astype(np.int64)
-        self.revenue_micro += int(billed_micro.sum())
         camp = self.book.ad_camp[ad_idx]
-        n_c = self.n_campaigns
-        h = self.hourly[hour]
-        h[:, 0] += np.bincount(camp, minlength=n_c)
-        h[:, 1] += np.bincount(camp, weights=o.click.astype(np.float64), minlength=n_c)
-        h[:, 2] += np.bincount(camp, weights=engaged.astype(np.float64), minlength=n_c)
-        h[:, 3] += np.bincount(camp, weights=o.conversion.astype(np.float64), minlength=n_c)
-        self.hourly_spend_micro[hour] += np.bincount(camp, weights=billed_micro, minlength=n_c).astype(np.int64)
+        per_ad, per_camp = kernels.ledger_sums(
+            ad_idx, camp, self.n_ads, self.n_campaigns, slot, outcomes, billed_micro, unbilled, unbilled_micro,
+            relevance, exposure, click_exposure, engagement_weights, MICRO,
+        )  # fmt: skip
+        sums = dict(zip(kernels.AD_SUMS, per_ad, strict=True))
+        for name in AdStats.names():
+            getattr(self.obs, name)[:] += sums[name]
+        for name in AD_COUNTERS:
+            self.counters[name] += sums[name]
+        # Money: integers all the way.  Each advertiser's side by ad, the platform's side as one sum.
+        self.spend_micro += sums["spend_micro"].astype(np.int64)
+        self.revenue_micro += int(billed_micro.sum())
+        self.hourly[hour][:, :4] += per_camp[:4].T
+        self.hourly_spend_micro[hour] += per_camp[4].astype(np.int64)
 
     def record_refund(self, c: int, micro: int) -> None:
         """An over-cost compensation: the advertiser's spend and the platform's revenue both drop."""

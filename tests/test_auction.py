@@ -306,3 +306,35 @@ def test_compiled_feed_passes_match_their_numpy_twins(monkeypatch):
     monkeypatch.setattr(kernels, "HAVE_NUMBA", False)  # the numpy twins themselves
     np.testing.assert_array_equal(kernels.admitted(seg_ok, bits, users, segment, interest_bits), want)
     np.testing.assert_array_equal(kernels.count_at_most(cdf, u), np.searchsorted(cdf, u, side="right"))
+
+
+def test_ledger_sums_compiled_and_numpy_give_the_same_floats(monkeypatch):
+    """One compiled pass sums a batch per ad and per campaign; the numpy twin uses np.bincount.
+    Both add the terms in impression order from zero, so the floats agree exactly."""
+    if kernels.numba is None:
+        pytest.skip("numba is not installed")
+    from simulator.engagement import Outcomes
+
+    rng = np.random.default_rng(9)
+    n, n_ads, n_camps = 20_000, 37, 11
+    flags = {k: rng.random(n) < p for k, p in (("click", 0.1), ("like", 0.2), ("comment", 0.05), ("save", 0.1),
+             ("share", 0.03), ("follow", 0.02), ("video_completion", 0.3), ("conversion", 0.02), ("bounce", 0.05))}  # fmt: skip
+    out = Outcomes(**flags, order_value=np.where(flags["conversion"], rng.lognormal(4, 0.5, n).round(2), 0.0))
+    ad = rng.integers(0, n_ads, n)
+    camp = rng.integers(0, n_camps, n)
+    billed = rng.integers(0, 3_000_000, n)
+    unbilled = rng.random(n) < 0.01
+    args = (
+        ad, camp, n_ads, n_camps, rng.integers(0, 3, n), out, billed, unbilled, np.where(unbilled, 12_345, 0),
+        rng.random(n), rng.random(n) * 1.7, rng.random(n) * 2.1,
+        {"like": 1.0, "save": 2.0, "comment": 3.0, "share": 4.0, "follow": 5.0}, 1_000_000,
+    )  # fmt: skip
+    per_ad, per_camp = kernels.ledger_sums(*args)
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    ref_ad, ref_camp = kernels.ledger_sums(*args)
+    np.testing.assert_array_equal(per_ad, ref_ad)
+    np.testing.assert_array_equal(per_camp, ref_camp)
+    assert per_ad.shape == (len(kernels.AD_SUMS), n_ads)
+    assert per_ad[kernels.AD_SUMS.index("impressions")].sum() == n
+    assert per_camp[kernels.CAMPAIGN_SUMS.index("spend_micro")].sum() == billed.sum()
+    np.testing.assert_array_equal(per_ad[kernels.AD_SUMS.index("likes")], np.bincount(ad, weights=flags["like"], minlength=n_ads))
