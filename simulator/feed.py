@@ -252,7 +252,7 @@ class Feed:
             ad_video=book.ad_video, ad_vertical=book.ad_vertical, ad_impressions_total=book.ad_impressions_total,
             camp_landing=book.camp_landing, camp_adv=book.camp_adv, remaining=book.remaining_micro(), freq=self.freq,
             familiar_keys=self.familiar_keys, familiar_ptr=self.familiar_ptr, view=self.view, intent=cond.intent,
-            u=self.engagement_rng.random((n_s, self.n_slots, 10)), dead=book.camp_exhausted.copy(), batch=batch,
+            u=kernels.uniforms(self.engagement_rng, (n_s, self.n_slots, 10)), dead=book.camp_exhausted.copy(), batch=batch,
             mechanism=self.mechanism,
         )  # fmt: skip
         before = None

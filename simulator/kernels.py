@@ -695,3 +695,35 @@ def ledger_sums(
         ).reshape(len(terms), n)
 
     return sums(ad, n_ads, per_ad_terms), sums(camp, n_camps, per_camp_terms)
+
+
+#: Draws of at least this many uniforms are split between two threads (see :func:`uniforms`).
+PARALLEL_UNIFORMS = 1 << 18
+_helper: list = []  # one worker thread, started on first use
+
+
+def uniforms(rng: np.random.Generator, shape: tuple[int, ...]) -> NDArray[np.float64]:
+    """``rng.random(shape)``, the same numbers, with the second half drawn on another thread.
+
+    A float64 uniform takes one 64-bit output of the bit generator, so a copy advanced past the
+    first half (``advance``, as on PCG64) draws exactly the second half; ``rng`` then advances
+    past both, as if it had drawn them.  Numpy releases the GIL while it fills the arrays.
+    """
+    n = int(np.prod(shape))
+    bg = rng.bit_generator
+    if n < PARALLEL_UNIFORMS or not HAVE_NUMBA or numba.get_num_threads() < 2 or not hasattr(bg, "advance"):
+        return rng.random(shape)
+    if not _helper:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _helper.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="adsim-uniforms"))
+    half = n // 2
+    other = np.random.Generator(type(bg)())
+    other.bit_generator.state = bg.state
+    other.bit_generator.advance(half)
+    out = np.empty(n)
+    second = _helper[0].submit(other.random, n - half, np.float64, out[half:])
+    rng.random(half, out=out[:half])
+    second.result()
+    bg.advance(n - half)
+    return out.reshape(shape)

@@ -338,3 +338,20 @@ def test_ledger_sums_compiled_and_numpy_give_the_same_floats(monkeypatch):
     assert per_ad[kernels.AD_SUMS.index("impressions")].sum() == n
     assert per_camp[kernels.CAMPAIGN_SUMS.index("spend_micro")].sum() == billed.sum()
     np.testing.assert_array_equal(per_ad[kernels.AD_SUMS.index("likes")], np.bincount(ad, weights=flags["like"], minlength=n_ads))
+
+
+def test_uniforms_split_between_threads_are_the_generators_own(monkeypatch):
+    """The two halves of a large draw come from two threads; the numbers and the generator's
+    state afterwards are those of one ``rng.random`` call."""
+    if kernels.numba is None:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(kernels, "PARALLEL_UNIFORMS", 1)
+    monkeypatch.setattr(kernels.numba, "get_num_threads", lambda: 2)
+    for shape in ((1, 1, 1), (7, 3, 10), (1001, 2, 10), (50_000, 3, 10)):
+        a = np.random.default_rng(5)
+        a.standard_normal(3)
+        b = np.random.default_rng(5)
+        b.standard_normal(3)
+        np.testing.assert_array_equal(kernels.uniforms(a, shape), b.random(shape))
+        np.testing.assert_array_equal(a.standard_normal(5), b.standard_normal(5))  # the same state after
+        np.testing.assert_array_equal(a.random(3), b.random(3))
