@@ -131,11 +131,12 @@ def markdown(res: dict[str, Any], images: dict[str, str]) -> str:
         f"benchmark wall time {res['elapsed_s'] / 60:.1f} min, configuration `{cfg['name']}`, up to {cfg['repeats']} runs per point "
         "(median; fewer where a point is long, see `repeats` in `benchmarks/results.json`).",
         "",
-        "**Noise.** This machine has 2 cores, shared with other agents' test runs while this was measured: "
-        "a load average above 2 means the processes measured here waited for a core, so wall-clock rates are "
-        "pessimistic and vary from run to run. Every rate is therefore also given per CPU second of the measured "
-        "process (user + system time, which waiting does not add to), and the ratios to the reference points "
-        "are taken CPU to CPU. Medians, not means.",
+        "**Wall clock and CPU.** A large run uses both cores (the compiled passes split each batch between "
+        "threads), so the targets are judged on wall-clock rates, the rates a user waits for. Every rate is also "
+        "given per CPU second of the measured process (user + system time of all its threads): for the engine that "
+        "counts both threads, and the OpenMP worker that spins briefly after each parallel pass, so its CPU rates "
+        "understate it; the reference points run on one thread. This machine's speed drifts by 20 to 30 % between "
+        "runs, so compare figures of one run. Medians, not means.",
         "",
         "## Headline",
         "",
@@ -165,8 +166,8 @@ def markdown(res: dict[str, Any], images: dict[str, str]) -> str:
         "",
         "How: `benchmarks/measure.py parts` wraps the engine's named functions (`Population.draw_sessions`; "
         "`kernels.rank_top` (and its two paths), `auction.allocate`, `rank_prices`, `event_prices`; `Feed._setup` (a chunk's "
-        "targeting masks, rank inputs and pruning order); `respond.respond` (the users' responses and the "
-        "budget-crossing cut, fused into one compiled pass); the `Ledger`'s `record_*` and "
+        "targeting masks, rank inputs and pruning order); `respond.respond` (the users' responses, billing and the "
+        "re-auctions after budget crossings: two compiled passes); the `Ledger`'s `record_*` and "
         "`close_day`; `QualityModel.update`; `Market.__init__`, `Market.step`, `Market.tables`; `results.write_run`, "
         "`plots.save_report`; `Feed.serve_hour`; and any other public Python function of `simulator.kernels`, "
         "where the engine's fused kernels live) with timers and charges each part its exclusive time (its own "

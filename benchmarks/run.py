@@ -19,8 +19,8 @@ process so its peak RSS is its own (read with ``os.wait4``):
 
 Rates are auctions (sessions) per second and impressions (filled slots) per
 second.  Every rate is given per wall-clock second and per CPU second of the
-measured process: on a machine shared with other work the wall clock stretches
-with the load, CPU time much less, so ratios are taken CPU to CPU.
+measured process.  The engine splits large batches between threads, so the
+targets are judged by the wall clock (CPU time counts both threads).
 
 A point predicted (from the points already measured) to take longer than
 ``--max-point-seconds`` or more memory than ``--max-rss-gb`` is skipped with a
@@ -634,17 +634,18 @@ def targets(res: dict[str, Any]) -> list[list[str]]:
         r_cpu = e2e["auctions_per_cpu_s"] / k["auctions_per_cpu_s"]
         r_wall = e2e["auctions_per_s"] / k["auctions_per_s"]
         out.append([f"end to end >= 0.5 x numpy kernel (argpartition), {users:,} x {ads} x {days} d",
-                    f"{ratio(r_cpu)} per CPU s ({ratio(r_wall)} wall); vs the argmax kernel {ratio(e2e['auctions_per_cpu_s'] / km['auctions_per_cpu_s'])}",
-                    "met" if r_cpu >= 0.5 else "missed"])
-        p_cpu = e2e["auctions_per_cpu_s"] / py["auctions_per_cpu_s"]
-        out.append([f"end to end >= 1,000 x Python reference, {ads} advertisers", f"{ratio(p_cpu)} per CPU s ({ratio(e2e['auctions_per_s'] / py['auctions_per_s'])} wall)",
-                    "met" if p_cpu >= 1000 else "missed"])
+                    f"{ratio(r_wall)} wall ({ratio(r_cpu)} per CPU s); vs the argmax kernel {ratio(e2e['auctions_per_s'] / km['auctions_per_s'])} wall",
+                    "met" if r_wall >= 0.5 else "missed"])
+        p_wall = e2e["auctions_per_s"] / py["auctions_per_s"]
+        out.append([f"end to end >= 1,000 x Python reference, {ads} advertisers", f"{ratio(p_wall)} wall ({ratio(e2e['auctions_per_cpu_s'] / py['auctions_per_cpu_s'])} per CPU s)",
+                    "met" if p_wall >= 1000 else "missed"])
     axis = {p["advertisers"]: p for p in res.get("ads_axis") or [] if p and not p.get("skipped")}
     if ads in axis and big in axis:
-        cost_ratio = axis[big]["per_auction_cpu_us"] / axis[ads]["per_auction_cpu_us"]
+        cost_ratio = axis[big]["per_auction_us"] / axis[ads]["per_auction_us"]
+        cpu_ratio = axis[big]["per_auction_cpu_us"] / axis[ads]["per_auction_cpu_us"]
         out.append([f"{big:,} advertisers within 3 x the per-auction cost at {ads}",
-                    f"{cost_ratio:.1f} x ({axis[big]['per_auction_cpu_us']:.1f} vs {axis[ads]['per_auction_cpu_us']:.1f} CPU µs per auction, "
-                    f"{res['config']['ads_axis_fixed'][0]:,} users)", "met" if cost_ratio <= 3 else "missed"])
+                    f"{cost_ratio:.1f} x wall ({axis[big]['per_auction_us']:.1f} vs {axis[ads]['per_auction_us']:.1f} µs per auction; "
+                    f"{cpu_ratio:.1f} x per CPU µs; {res['config']['ads_axis_fixed'][0]:,} users)", "met" if cost_ratio <= 3 else "missed"])
     else:
         out.append([f"{big:,} advertisers within 3 x the per-auction cost at {ads}", "not measured", "-"])
     sd = res.get("singles_day")
