@@ -4,6 +4,15 @@
 ``simulator.Market(scenario)`` is the Mesa model a notebook can step day by day.
 """
 
+import os
+
+# The compiled passes split large batches between threads (numba over OpenMP).  By default an
+# OpenMP worker keeps spinning for a while after each pass, holding the second core that numpy
+# and the engine's own helper thread want next; asked to wait passively, it yields it at once.
+# (Read when OpenMP starts, at the first parallel pass; a setting of the user's is kept.)
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
 from simulator.batch import batch
 from simulator.compare import compare
 from simulator.market import Market

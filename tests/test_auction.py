@@ -355,3 +355,19 @@ def test_uniforms_split_between_threads_are_the_generators_own(monkeypatch):
         np.testing.assert_array_equal(kernels.uniforms(a, shape), b.random(shape))
         np.testing.assert_array_equal(a.standard_normal(5), b.standard_normal(5))  # the same state after
         np.testing.assert_array_equal(a.random(3), b.random(3))
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_workers_wait_passively_unless_the_user_says_otherwise(given, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    out = subprocess.run(
+        [sys.executable, "-c", "import os, simulator; print(os.environ['OMP_WAIT_POLICY'])"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip() == expected
