@@ -134,8 +134,7 @@ def markdown(res: dict[str, Any], images: dict[str, str]) -> str:
         "**Wall clock and CPU.** A large run uses both cores (the compiled passes split each batch between "
         "threads), so the targets are judged on wall-clock rates, the rates a user waits for. Every rate is also "
         "given per CPU second of the measured process (user + system time of all its threads): for the engine that "
-        "counts both threads, and the OpenMP worker that spins briefly after each parallel pass, so its CPU rates "
-        "understate it; the reference points run on one thread. This machine's speed drifts by 20 to 30 % between "
+        "counts both threads, so its CPU rates understate it; the reference points run on one thread. This machine's speed drifts by 20 to 30 % between "
         "runs, so compare figures of one run. Medians, not means.",
         "",
         "## Headline",

@@ -585,9 +585,9 @@ def respond_numba(w: Winners, parallel: bool | None = None) -> Served:
        the batch has :data:`PARALLEL_IMPRESSIONS` impressions or more and numba may use more than
        one thread).  An impression depends only on its session, slot and the tables, never on
        another impression, so the threads' split cannot change a result.
-    2. One pass in time order that bills them against the budgets and, inline, auctions again and
-       serves anew the sessions whose auction had a campaign that ran out (their first pass results
-       are dropped).
+    2. One pass in time order that bills them against the budgets, auctioning again and serving
+       anew the sessions whose auction had a campaign that ran out (in waves over the threads; their
+       first-pass impressions are dropped).
     """
     has_device = w.device_mult is not None
     dm = np.ascontiguousarray(w.device_mult, dtype=np.float64) if has_device else np.ones((w.per_event.size, 2))
