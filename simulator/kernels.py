@@ -700,6 +700,8 @@ def ledger_sums(
 #: Draws of at least this many uniforms are split between two threads (see :func:`uniforms`).
 PARALLEL_UNIFORMS = 1 << 18
 _helper: list = []  # one worker thread, started on first use
+if hasattr(os, "register_at_fork"):  # a forked child has the pool but not its thread: start afresh
+    os.register_at_fork(after_in_child=_helper.clear)
 
 
 def uniforms(rng: np.random.Generator, shape: tuple[int, ...]) -> NDArray[np.float64]:
@@ -711,8 +713,9 @@ def uniforms(rng: np.random.Generator, shape: tuple[int, ...]) -> NDArray[np.flo
     """
     n = int(np.prod(shape))
     bg = rng.bit_generator
-    if n < PARALLEL_UNIFORMS or not HAVE_NUMBA or numba.get_num_threads() < 2 or not hasattr(bg, "advance"):
-        return rng.random(shape)
+    exact = isinstance(bg, np.random.PCG64 | np.random.PCG64DXSM) and not bg.state.get("has_uint32", 0)
+    if n < PARALLEL_UNIFORMS or not HAVE_NUMBA or numba.get_num_threads() < 2 or not exact:
+        return rng.random(shape)  # (advance counts other units on other generators, and drops a buffered uint32)
     if not _helper:
         from concurrent.futures import ThreadPoolExecutor
 

@@ -371,3 +371,27 @@ def test_openmp_workers_wait_passively_unless_the_user_says_otherwise(given, exp
         env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert out.stdout.strip() == expected
+
+
+def test_uniforms_fall_back_where_a_split_would_not_be_exact_and_work_after_fork(monkeypatch):
+    if kernels.numba is None:
+        pytest.skip("numba is not installed")
+    import multiprocessing as mp
+
+    monkeypatch.setattr(kernels, "PARALLEL_UNIFORMS", 1)
+    monkeypatch.setattr(kernels.numba, "get_num_threads", lambda: 2)
+    a, b = np.random.Generator(np.random.Philox(3)), np.random.Generator(np.random.Philox(3))
+    np.testing.assert_array_equal(kernels.uniforms(a, (101, 3)), b.random((101, 3)))
+    np.testing.assert_array_equal(a.random(7), b.random(7))
+    a, b = np.random.default_rng(4), np.random.default_rng(4)
+    a.integers(0, 10, dtype=np.uint32), b.integers(0, 10, dtype=np.uint32)  # leaves a buffered uint32
+    np.testing.assert_array_equal(kernels.uniforms(a, (101, 3)), b.random((101, 3)))
+    np.testing.assert_array_equal(a.integers(0, 1000, 5, dtype=np.uint32), b.integers(0, 1000, 5, dtype=np.uint32))
+    kernels.uniforms(np.random.default_rng(1), (50, 3))  # the helper thread now exists in this process
+    child = mp.get_context("fork").Process(target=kernels.uniforms, args=(np.random.default_rng(1), (50, 3)))
+    child.start()
+    child.join(30)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0  # a forked child draws without the parent's thread
