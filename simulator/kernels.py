@@ -482,6 +482,12 @@ if numba is not None:
 PARALLEL_PAIRS = 50_000
 
 
+def use_threads(work: int, threshold: int) -> bool:
+    """Whether a compiled pass over ``work`` items should use all cores: at least ``threshold`` of
+    them, and numba may run more than one thread (a batch of runs sets one per run)."""
+    return work >= threshold and numba.get_num_threads() > 1
+
+
 def select_numba(b: Batch, parallel: bool | None = None) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
     """Fused eligibility + rank + top slots; identical to :func:`select_numpy`.
 
@@ -489,7 +495,7 @@ def select_numba(b: Batch, parallel: bool | None = None) -> tuple[NDArray[np.int
     pairs or more and numba may use more than one thread).
     """
     if parallel is None:
-        parallel = b.users.size * b.per_event.size >= PARALLEL_PAIRS and numba.get_num_threads() > 1
+        parallel = use_threads(b.users.size * b.per_event.size, PARALLEL_PAIRS)
     kernel = _select_parallel if parallel else _select_serial
     return kernel(*kernel_args(b))
 
@@ -567,11 +573,6 @@ if numba is not None:
         return out
 
 
-def _threads(work: int) -> bool:
-    """Whether a pass over ``work`` items should use all cores (see :data:`PARALLEL_PAIRS`)."""
-    return work >= PARALLEL_PAIRS and numba.get_num_threads() > 1
-
-
 def admitted(
     seg_ok: NDArray[np.bool_], bits: NDArray[np.int64], users: NDArray[np.int32], segment: NDArray, interest_bits: NDArray[np.int64]
 ) -> NDArray[np.bool_]:
@@ -585,7 +586,7 @@ def admitted(
         if (bits != 0).any():
             out &= ((interest_bits[users][:, None] & bits[None, :]) != 0) | (bits == 0)[None, :]
         return out
-    kernel = _admitted_parallel if _threads(users.size * bits.size) else _admitted_serial
+    kernel = _admitted_parallel if use_threads(users.size * bits.size, PARALLEL_PAIRS) else _admitted_serial
     return kernel(np.ascontiguousarray(seg_ok), bits, users, segment, interest_bits)
 
 
@@ -595,7 +596,7 @@ def bump_frequency(freq: NDArray[np.uint8], users: NDArray, ads: NDArray, before
     if not HAVE_NUMBA:
         freq[users, ads] = np.minimum(before.astype(np.int16) + 1, 255).astype(np.uint8)
         return
-    kernel = _bump_parallel if _threads(users.size) else _bump_serial
+    kernel = _bump_parallel if use_threads(users.size, PARALLEL_PAIRS) else _bump_serial
     kernel(freq, users, ads, before)
 
 
@@ -714,7 +715,7 @@ def uniforms(rng: np.random.Generator, shape: tuple[int, ...]) -> NDArray[np.flo
     n = int(np.prod(shape))
     bg = rng.bit_generator
     exact = isinstance(bg, np.random.PCG64 | np.random.PCG64DXSM) and not bg.state.get("has_uint32", 0)
-    if n < PARALLEL_UNIFORMS or not HAVE_NUMBA or numba.get_num_threads() < 2 or not exact:
+    if not HAVE_NUMBA or not use_threads(n, PARALLEL_UNIFORMS) or not exact:
         return rng.random(shape)  # (advance counts other units on other generators, and drops a buffered uint32)
     if not _helper:
         from concurrent.futures import ThreadPoolExecutor

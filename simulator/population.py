@@ -82,7 +82,7 @@ class Population:
 
     def draw_sessions(self, n_sessions: int, rng: np.random.Generator) -> np.ndarray:
         """User index of each of ``n_sessions`` sessions, in time order (int32)."""
-        # Sorted draws make the binary searches walk the CDF in order (cache-friendly); a random
+        # Sorted draws let one walk along the CDF find every user (kernels.count_at_most); a random
         # permutation then puts the sessions in a random time order (the draws stay i.i.d.).
         u = np.sort(rng.random(n_sessions))
         idx = np.minimum(kernels.count_at_most(self._cdf, u), self.n - 1).astype(np.int32)

@@ -608,7 +608,7 @@ def respond_numba(w: Winners, parallel: bool | None = None) -> Served:
         np.empty(n_imp), np.empty(n_imp, dtype=np.uint8),
     )  # fmt: skip
     if parallel is None:
-        parallel = n_imp >= PARALLEL_IMPRESSIONS and numba.get_num_threads() > 1
+        parallel = kernels.use_threads(n_imp, PARALLEL_IMPRESSIONS)
     speculate = _speculate_parallel if parallel else _speculate_serial
     speculate(start, out, w.order, w.sorted_ranks, paid, tables)
     again = tuple(np.empty_like(a) for a in out)  # rows of the sessions auctioned again
