@@ -327,15 +327,14 @@ if numba is not None:
         return sig, codegen
 
     @numba.njit(cache=True, nogil=True)
-    def prefetch_user(users, s, ahead, user_lift, freq):
-        """Prefetch the table rows the kernels read for the user of session ``s + ahead``, if any."""
-        if s + ahead < users.shape[0]:
-            u = users[s + ahead]
-            prefetch(user_lift, (u, 0))
-            prefetch(user_lift, (u, user_lift.shape[1] - 1))  # a row may straddle two cache lines
-            for c in range(0, freq.shape[1], 64):
-                prefetch(freq, (u, c))
-            prefetch(freq, (u, freq.shape[1] - 1))
+    def prefetch_rows(u, user_lift, freq):
+        """Prefetch user ``u``'s rows of ``user_lift`` and ``freq`` (a hint: no effect on results)."""
+        prefetch(user_lift, (u, 0))
+        prefetch(user_lift, (u, user_lift.shape[1] - 1))  # a row may straddle two cache lines
+        for c in range(0, freq.shape[1], 64):
+            prefetch(freq, (u, c))
+        prefetch(freq, (u, freq.shape[1] - 1))
+
 
     def serial_and_parallel(fn, name):
         """``fn`` compiled twice, on one thread and with ``numba.prange`` over all cores.
@@ -357,21 +356,28 @@ if numba is not None:
 
     @numba.njit(cache=True, nogil=True)
     def scan_sessions(
-        s0, s1, order, sorted_ranks, mults, tops, visit,
+        sessions, w0, w1, order, sorted_ranks, mults, tops, visit,
         users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
         col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
         base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bucket_start, bucket_topic, bucket_power,
     ):  # fmt: skip
-        """Sessions ``s0 .. s1 - 1``: each one's best ``width`` columns into its row of ``order`` and
-        ``sorted_ranks`` (reset here).
+        """Sessions ``sessions[w0 .. w1 - 1]`` (``sessions`` empty: ``w0 .. w1 - 1``): each one's best
+        ``width`` columns into its row of ``order`` and ``sorted_ranks`` (reset here).
 
         ``mults``, ``tops`` and ``visit`` are scratch space of one entry per bucket.  (One call scans
-        a range of sessions: a call per session would pass the forty arrays each time.)
+        many sessions: a call per session would pass the forty arrays each time, and count references
+        to each.)
         """
         n_buckets = bucket_power.shape[0]
         one = np.float32(1.0)
-        for s in range(s0, s1):
-            prefetch_user(users, s, PREFETCH_AHEAD, user_lift, freq)
+        listed = sessions.shape[0] > 0
+        for w in range(w0, w1):
+            s = sessions[w] if listed else w
+            if w + PREFETCH_AHEAD < w1:  # a later session's rows (a hint: no effect on results)
+                s_next = sessions[w + PREFETCH_AHEAD] if listed else w + PREFETCH_AHEAD
+                prefetch_rows(users[s_next], user_lift, freq)
+                if listed:
+                    prefetch(admitted, (s_next, 0))
             for p in range(width):
                 order[s, p] = -1
                 sorted_ranks[s, p] = 0.0
@@ -465,9 +471,10 @@ if numba is not None:
         mults = np.empty((n_blocks, n_buckets))
         tops = np.empty((n_blocks, n_buckets))
         visit = np.empty((n_blocks, n_buckets), dtype=np.int32)
+        all_sessions = np.empty(0, dtype=np.int64)
         for blk in numba.prange(n_blocks):  # prange is a plain range in the serial compilation
             scan_sessions(
-                blk * n_s // n_blocks, (blk + 1) * n_s // n_blocks, order, sorted_ranks, mults[blk], tops[blk], visit[blk],
+                all_sessions, blk * n_s // n_blocks, (blk + 1) * n_s // n_blocks, order, sorted_ranks, mults[blk], tops[blk], visit[blk],
                 users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
                 col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
                 base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bucket_start, bucket_topic, bucket_power,

@@ -314,33 +314,38 @@ if kernels.numba is not None:
         return u < view * _sig(z)
 
     @numba.njit(cache=True, nogil=True)
-    def _paid_row(mechanism, ranks, view, floor, out):
-        """One session's paid ranks (auction.rank_prices, operation for operation): 0 gsp, 1 vcg, 2 first price."""
-        n_slots = out.shape[0]
-        if mechanism == 0:
-            for k in range(n_slots):
-                out[k] = max(ranks[k + 1], floor)
-        elif mechanism == 1:
-            acc = 0.0
-            for k in range(n_slots - 1, -1, -1):
-                v_next = view[k + 1] if k + 1 < n_slots else 0.0
-                acc = acc + max(ranks[k + 1], floor) * (view[k] - v_next)
-                out[k] = acc
-            for k in range(n_slots):
-                out[k] = out[k] / view[k]
-        else:
-            for k in range(n_slots):
-                out[k] = ranks[k]
+    def _paid_rows(sessions, w0, w1, mechanism, sorted_ranks, view, floor, paid):
+        """The paid ranks of sessions ``sessions[w0 .. w1 - 1]`` (auction.rank_prices, operation for
+        operation): mechanism 0 gsp, 1 vcg, 2 first price."""
+        n_slots = paid.shape[1]
+        for w in range(w0, w1):
+            s = sessions[w]
+            if mechanism == 0:
+                for k in range(n_slots):
+                    paid[s, k] = max(sorted_ranks[s, k + 1], floor)
+            elif mechanism == 1:
+                acc = 0.0
+                for k in range(n_slots - 1, -1, -1):
+                    v_next = view[k + 1] if k + 1 < n_slots else 0.0
+                    acc = acc + max(sorted_ranks[s, k + 1], floor) * (view[k] - v_next)
+                    paid[s, k] = acc
+                for k in range(n_slots):
+                    paid[s, k] = paid[s, k] / view[k]
+            else:
+                for k in range(n_slots):
+                    paid[s, k] = sorted_ranks[s, k]
 
     @numba.njit(cache=True, nogil=True)
-    def _serve_sessions(s0, s1, row, out, order, sorted_ranks, paid, tables):
-        """The impressions of sessions ``s0 .. s1 - 1``, in time order, into rows ``row ..`` of ``out``:
-        each one's price, the user's responses (engagement.probabilities, operation for operation),
-        its billing event and that event's amount (whether the budget allows the amount is settled
-        later, in time order).  Returns the row after the last one written.
+    def _serve_sessions(sessions, w0, w1, start, ends, out, order, sorted_ranks, paid, tables):
+        """The impressions of sessions ``sessions[w0 .. w1 - 1]`` (``sessions`` empty: ``w0 .. w1 - 1``),
+        session ``s``'s in time order into rows ``start[s] ..`` of ``out`` (and the row after its last
+        into ``ends[s]``, unless ``ends`` is empty): each one's price, the user's responses
+        (engagement.probabilities, operation for operation), its billing event and that event's
+        amount (whether the budget allows the amount is settled later, in time order).
 
         ``out`` and ``tables``: the tuples of output and input arrays :func:`respond_numba` builds.
-        (One call serves a range of sessions: a call per impression would pass the tuples each time.)
+        (One call serves many sessions: a call per session would pass the tuples each time, and
+        count references to each of their arrays.)
         """
         session, slot, col, flags, prices, amount, relevance, lift, frequency = out
         (
@@ -348,21 +353,28 @@ if kernels.numba is not None:
             ad_taste, ad_topic, ad_content, ad_authenticity, ad_video, ad_vertical, wear, fatigue_freq, camp_landing,
             camp_adv, freq, familiar_keys, familiar_ptr, view, intent, u,
         ) = tables  # fmt: skip
-        n_s, n_slots = paid.shape
+        n_slots = paid.shape[1]
         ahead = kernels.PREFETCH_AHEAD
-        i = row
-        for s in range(s0, s1):
-            # The rows read for a later session's user (a hint: no effect on results).
-            kernels.prefetch_user(users, s, ahead, user_lift, freq)
-            if s + ahead < n_s:
-                u_next = users[s + ahead]
-                kernels.prefetch(taste, (u_next, 0))
-                kernels.prefetch(taste, (u_next, taste.shape[1] - 1))  # rows may straddle two cache lines
-                kernels.prefetch(affinity, (u_next, 0))
-                kernels.prefetch(affinity, (u_next, affinity.shape[1] - 1))
-                kernels.prefetch(familiar_ptr, (u_next,))
-            if s + ahead // 2 < n_s:  # that user's brand keys, now that the offset has arrived
-                kernels.prefetch(familiar_keys, (familiar_ptr[users[s + ahead // 2]],))
+        listed = sessions.shape[0] > 0
+        for w in range(w0, w1):
+            s = sessions[w] if listed else w
+            # The rows a later session reads (a hint: no effect on results).
+            if w + ahead < w1:
+                s_next = sessions[w + ahead] if listed else w + ahead
+                usr = users[s_next]
+                kernels.prefetch_rows(usr, user_lift, freq)
+                kernels.prefetch(taste, (usr, 0))
+                kernels.prefetch(taste, (usr, taste.shape[1] - 1))  # rows may straddle two cache lines
+                kernels.prefetch(affinity, (usr, 0))
+                kernels.prefetch(affinity, (usr, affinity.shape[1] - 1))
+                kernels.prefetch(familiar_ptr, (usr,))
+                if listed:
+                    kernels.prefetch(u, (s_next, 0, 0))
+                    kernels.prefetch(u, (s_next, n_slots - 1, u.shape[2] - 1))
+            if w + ahead // 2 < w1:  # that user's brand keys, now that the offset has arrived
+                s_near = sessions[w + ahead // 2] if listed else w + ahead // 2
+                kernels.prefetch(familiar_keys, (familiar_ptr[users[s_near]],))
+            i = start[s]
             for k in range(n_slots):
                 j = order[s, k]
                 if j < 0:
@@ -442,30 +454,19 @@ if kernels.numba is not None:
                 lift[i] = lf
                 frequency[i] = f0
                 i += 1
-        return i
+            if ends.shape[0] > 0:
+                ends[s] = i
 
     def _speculate_body(start, out, order, sorted_ranks, paid, tables):
         """Every impression of the batch as first auctioned (session ``s``'s into rows ``start[s]:start[s + 1]``),
         in blocks of sessions shared among the threads (prange)."""
         n_s = order.shape[0]
         n_blocks = min(n_s, 64)
+        none = np.empty(0, dtype=np.int64)
         for blk in numba.prange(n_blocks):  # a plain range in the serial compilation
-            s0 = blk * n_s // n_blocks
-            _serve_sessions(s0, (blk + 1) * n_s // n_blocks, start[s0], out, order, sorted_ranks, paid, tables)
+            _serve_sessions(none, blk * n_s // n_blocks, (blk + 1) * n_s // n_blocks, start, none, out, order, sorted_ranks, paid, tables)
 
     _speculate_serial, _speculate_parallel = kernels.serial_and_parallel(_speculate_body, "_speculate")
-
-    @numba.njit(cache=True, nogil=True)
-    def _move(src_out, src, out, dst):
-        """Row ``src`` of every array of ``src_out`` to row ``dst`` of the same array of ``out``."""
-        for a, b in ((src_out[0], out[0]), (src_out[1], out[1]), (src_out[5], out[5])):  # the int64 ones
-            b[dst] = a[src]
-        out[2][dst] = src_out[2][src]
-        for f in range(out[3].shape[0]):
-            out[3][f, dst] = src_out[3][f, src]
-        for a, b in ((src_out[4], out[4]), (src_out[6], out[6]), (src_out[7], out[7])):  # the float64 ones
-            b[dst] = a[src]
-        out[8][dst] = src_out[8][src]
 
     @numba.njit(cache=True, nogil=True)
     def _hit(order, s, camp, dead):
@@ -481,7 +482,7 @@ if kernels.numba is not None:
     WAVE_SESSIONS = 4096
 
     def _settle_body(
-        start, out, again, order, sorted_ranks, paid, tables, remaining, dead_before, mechanism,
+        start, out, order, sorted_ranks, paid, tables, remaining, dead_before, mechanism,
         k_users, k_device, k_admitted, k_audience, k_picks, k_u_part, k_col_group, k_col_audience,
         k_exhausted, k_col_ad, k_cap, k_col_multi, k_col_slot, k_share, k_phase, k_col_topic, k_freq, k_user_lift,
         k_per_event, k_device_mult, k_has_device, k_base_rate, k_lift_power, k_qs_factor, k_width, k_floor,
@@ -491,8 +492,8 @@ if kernels.numba is not None:
         serving anew) each session whose auction had a campaign that ran out in an earlier one.
 
         The first such session starts a wave: every later session whose auction has a campaign dead
-        by then is auctioned again and served anew at once (over the threads, into the rows of
-        ``again``).  That is what serving them one by one would give, unless another campaign runs
+        by then is auctioned again and served anew at once (over the threads, into the session's own
+        rows, which the pass has yet to read).  That is what serving them one by one would give, unless another campaign runs
         out before the serving reaches them and it is among their new winners: the time-order pass
         checks each session again as it reaches it, and such a session starts a new wave.
 
@@ -501,7 +502,7 @@ if kernels.numba is not None:
         the rows still to be read.  Returns the number kept and the ``over`` flags.
         """
         camp, view = tables[3], tables[25]
-        col, flags, amount = out[2], out[3], out[5]
+        session, slot, col, flags, prices, amount, relevance, lift, frequency = out
         n_s, n_slots = paid.shape
         over = np.zeros(amount.shape[0], dtype=np.bool_)
         spent = np.zeros(remaining.shape[0], dtype=np.int64)  # micro-yuan billed per campaign in this batch so far
@@ -514,8 +515,7 @@ if kernels.numba is not None:
         mults = np.empty((64, n_buckets))
         tops = np.empty((64, n_buckets))
         visit = np.empty((64, n_buckets), dtype=np.int32)
-        redone = np.zeros(n_s, dtype=np.bool_)  # served anew into ``again``
-        end_again = np.zeros(n_s, dtype=np.int64)  # ... its rows there: start[s] .. end_again[s] - 1
+        end = start[1:].copy()  # session s's rows: start[s] .. end[s] - 1 (fewer once auctioned again)
         wave = np.empty(n_s, dtype=np.int64)
         overflow = np.zeros(64, dtype=np.bool_)
         i = 0
@@ -528,37 +528,41 @@ if kernels.numba is not None:
                         n_wave += 1
                 n_blocks = min(n_wave, 64)
                 for blk in numba.prange(n_blocks):  # a plain range in the serial compilation
-                    for w in range(blk * n_wave // n_blocks, (blk + 1) * n_wave // n_blocks):
+                    w0, w1 = blk * n_wave // n_blocks, (blk + 1) * n_wave // n_blocks
+                    kernels.scan_sessions(
+                        wave, w0, w1, order, sorted_ranks, mults[blk], tops[blk], visit[blk], k_users, k_device,
+                        k_admitted, k_audience, k_picks, k_u_part, k_col_group, k_col_audience, col_dead, k_col_ad,
+                        k_cap, k_col_multi, k_col_slot, k_share, k_phase, k_col_topic, k_freq, k_user_lift,
+                        k_per_event, k_device_mult, k_has_device, k_base_rate, k_lift_power, k_qs_factor, k_width,
+                        k_floor, k_value_lift, k_bound, k_bucket_start, k_bucket_topic, k_bucket_power,
+                    )  # fmt: skip
+                    _paid_rows(wave, w0, w1, mechanism, sorted_ranks, view, k_floor, paid)
+                    for w in range(w0, w1):
                         t = wave[w]
-                        kernels.scan_sessions(
-                            t, t + 1, order, sorted_ranks, mults[blk], tops[blk], visit[blk], k_users, k_device,
-                            k_admitted, k_audience, k_picks, k_u_part, k_col_group, k_col_audience, col_dead, k_col_ad,
-                            k_cap, k_col_multi, k_col_slot, k_share, k_phase, k_col_topic, k_freq, k_user_lift,
-                            k_per_event, k_device_mult, k_has_device, k_base_rate, k_lift_power, k_qs_factor, k_width,
-                            k_floor, k_value_lift, k_bound, k_bucket_start, k_bucket_topic, k_bucket_power,
-                        )  # fmt: skip
-                        _paid_row(mechanism, sorted_ranks[t], view, k_floor, paid[t])
                         won = 0
                         for k in range(n_slots):
                             if order[t, k] >= 0:
                                 won += 1
                         if start[t] + won > start[t + 1]:  # cannot happen: the candidates are a subset of the first auction's
                             overflow[blk] = True
-                        else:
-                            end_again[t] = _serve_sessions(t, t + 1, start[t], again, order, sorted_ranks, paid, tables)
-                            redone[t] = True
+                    if not overflow[blk]:
+                        _serve_sessions(wave, w0, w1, start, end, out, order, sorted_ranks, paid, tables)
                 if overflow.any():  # (raised out here: a prange loop cannot be left early)
                     raise AssertionError("a session auctioned again won more slots than before")
             first = i
-            if redone[s]:
-                for q in range(start[s], end_again[s]):
-                    _move(again, q, out, i)
-                    i += 1
-            else:
-                for q in range(start[s], start[s + 1]):
-                    if i != q:
-                        _move(out, q, out, i)
-                    i += 1
+            for q in range(start[s], end[s]):  # the session's rows, packed (written out: a call per row costs)
+                if i != q:
+                    session[i] = session[q]
+                    slot[i] = slot[q]
+                    col[i] = col[q]
+                    for f in range(flags.shape[0]):
+                        flags[f, i] = flags[f, q]
+                    prices[i] = prices[q]
+                    amount[i] = amount[q]
+                    relevance[i] = relevance[q]
+                    lift[i] = lift[q]
+                    frequency[i] = frequency[q]
+                i += 1
             for q in range(first, i):  # billing, in time order
                 if flags[9, q]:
                     c = camp[col[q]]
@@ -611,10 +615,9 @@ def respond_numba(w: Winners, parallel: bool | None = None) -> Served:
         parallel = kernels.use_threads(n_imp, PARALLEL_IMPRESSIONS)
     speculate = _speculate_parallel if parallel else _speculate_serial
     speculate(start, out, w.order, w.sorted_ranks, paid, tables)
-    again = tuple(np.empty_like(a) for a in out)  # rows of the sessions auctioned again
     settle = _settle_parallel if parallel else _settle_serial
     n, over = settle(
-        start, out, again, w.order, w.sorted_ranks, paid, tables, w.remaining, w.dead, _MECHANISM_CODE[w.mechanism],
+        start, out, w.order, w.sorted_ranks, paid, tables, w.remaining, w.dead, _MECHANISM_CODE[w.mechanism],
         *kernels.kernel_args(w.batch),
     )  # fmt: skip
     session, slot, col, flags, prices, amount, relevance, lift, frequency = out
