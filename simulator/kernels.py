@@ -411,7 +411,16 @@ if numba is not None:
                     bj = bound[j] * mult
                     if bj < floor or (count == width and bj < sorted_ranks[s, width - 1]):
                         break  # bounds fall along the bucket: nobody after j in it can win
-                    if exhausted[j] or not admitted[s, col_group[j]]:
+                    if exhausted[j]:
+                        continue
+                    sh = share[j]  # the pacing throttle first: cheap, and it turns many away
+                    if sh < one:
+                        x = u_part[s] + phase[j]
+                        if x >= one:
+                            x = x - one
+                        if not (x < sh):
+                            continue
+                    if not admitted[s, col_group[j]]:
                         continue
                     a = col_audience[j]
                     if a >= 0 and not audience[s, a]:
@@ -421,13 +430,6 @@ if numba is not None:
                     m = col_multi[j]
                     if m >= 0 and picks[s, m] != col_slot[j]:
                         continue
-                    sh = share[j]
-                    if sh < one:
-                        x = u_part[s] + phase[j]
-                        if x >= one:
-                            x = x - one
-                        if not (x < sh):
-                            continue
                     v = per_event[j]
                     if has_device:
                         v = v * device_mult[dev, j]
