@@ -627,47 +627,62 @@ CAMPAIGN_SUMS = ("impressions", "clicks", "engagements", "conversions", "spend_m
 
 if numba is not None:
 
-    @numba.njit(cache=True, nogil=True)
-    def _ledger_sums(
-        ad, camp, n_ads, n_camps, slot, click, like, comment, save, share, follow, video, conversion, bounce,
-        order_value, billed, unbilled, unbilled_micro, relevance, exposure, click_exposure, weights, micro,
+    def _ledger_body(
+        n_parts, ad, camp, n_ads, n_camps, slot, click, like, comment, save, share, follow, video, conversion,
+        bounce, order_value, billed, unbilled, unbilled_micro, relevance, exposure, click_exposure, weights, micro,
     ):  # fmt: skip
-        per_ad = np.zeros((len(AD_SUMS), n_ads))
-        per_camp = np.zeros((len(CAMPAIGN_SUMS), n_camps))
+        """The sums, one row per ad and per campaign (an ad's sums share cache lines).  Part ``p`` of
+        ``n_parts`` (one per thread) reads every impression and adds those of the ads and campaigns
+        in its share of the indices, so each sum still adds its terms in impression order."""
+        per_ad = np.zeros((n_ads, len(AD_SUMS)))
+        per_camp = np.zeros((n_camps, len(CAMPAIGN_SUMS)))
         w_like, w_save, w_comment, w_share, w_follow = weights
-        for i in range(ad.shape[0]):
-            a, c = ad[i], camp[i]
-            engaged = np.float64(like[i] or comment[i] or save[i] or share[i])
-            clk, conv = np.float64(click[i]), np.float64(conversion[i])
-            per_ad[0, a] += 1.0
-            per_ad[1, a] += exposure[i]
-            per_ad[2, a] += clk
-            per_ad[3, a] += click_exposure[i] * clk
-            per_ad[4, a] += engaged
-            per_ad[5, a] += (
-                w_like * np.float64(like[i]) + w_save * np.float64(save[i]) + w_comment * np.float64(comment[i])
-                + w_share * np.float64(share[i]) + w_follow * np.float64(follow[i])
-            )  # fmt: skip
-            per_ad[6, a] += conv
-            per_ad[7, a] += np.float64(bounce[i])
-            per_ad[8, a] += relevance[i]
-            per_ad[9, a] += np.float64(follow[i])
-            per_ad[10, a] += np.float64(like[i])
-            per_ad[11, a] += np.float64(comment[i])
-            per_ad[12, a] += np.float64(save[i])
-            per_ad[13, a] += np.float64(share[i])
-            per_ad[14, a] += np.float64(video[i])
-            per_ad[15, a] += order_value[i]
-            per_ad[16, a] += np.float64(slot[i] + 1)
-            per_ad[17, a] += np.float64(unbilled[i])
-            per_ad[18, a] += unbilled_micro[i] / micro
-            per_ad[19, a] += np.float64(billed[i])
-            per_camp[0, c] += 1.0
-            per_camp[1, c] += clk
-            per_camp[2, c] += engaged
-            per_camp[3, c] += conv
-            per_camp[4, c] += np.float64(billed[i])
+        for p in numba.prange(n_parts):  # a plain range in the serial compilation
+            a0, a1 = p * n_ads // n_parts, (p + 1) * n_ads // n_parts
+            c0, c1 = p * n_camps // n_parts, (p + 1) * n_camps // n_parts
+            for i in range(ad.shape[0]):
+                a, c = ad[i], camp[i]
+                mine_a, mine_c = a0 <= a < a1, c0 <= c < c1
+                if not (mine_a or mine_c):
+                    continue
+                engaged = np.float64(like[i] or comment[i] or save[i] or share[i])
+                clk, conv = np.float64(click[i]), np.float64(conversion[i])
+                if mine_a:
+                    per_ad[a, 0] += 1.0
+                    per_ad[a, 1] += exposure[i]
+                    per_ad[a, 2] += clk
+                    per_ad[a, 3] += click_exposure[i] * clk
+                    per_ad[a, 4] += engaged
+                    per_ad[a, 5] += (
+                        w_like * np.float64(like[i]) + w_save * np.float64(save[i]) + w_comment * np.float64(comment[i])
+                        + w_share * np.float64(share[i]) + w_follow * np.float64(follow[i])
+                    )  # fmt: skip
+                    per_ad[a, 6] += conv
+                    per_ad[a, 7] += np.float64(bounce[i])
+                    per_ad[a, 8] += relevance[i]
+                    per_ad[a, 9] += np.float64(follow[i])
+                    per_ad[a, 10] += np.float64(like[i])
+                    per_ad[a, 11] += np.float64(comment[i])
+                    per_ad[a, 12] += np.float64(save[i])
+                    per_ad[a, 13] += np.float64(share[i])
+                    per_ad[a, 14] += np.float64(video[i])
+                    per_ad[a, 15] += order_value[i]
+                    per_ad[a, 16] += np.float64(slot[i] + 1)
+                    per_ad[a, 17] += np.float64(unbilled[i])
+                    per_ad[a, 18] += unbilled_micro[i] / micro
+                    per_ad[a, 19] += np.float64(billed[i])
+                if mine_c:
+                    per_camp[c, 0] += 1.0
+                    per_camp[c, 1] += clk
+                    per_camp[c, 2] += engaged
+                    per_camp[c, 3] += conv
+                    per_camp[c, 4] += np.float64(billed[i])
         return per_ad, per_camp
+
+    _ledger_serial, _ledger_parallel = serial_and_parallel(_ledger_body, "_ledger")
+
+#: Batches with at least this many impressions are summed on all cores (see :func:`ledger_sums`).
+PARALLEL_LEDGER = 20_000
 
 
 def ledger_sums(
@@ -683,12 +698,15 @@ def ledger_sums(
     o = outcomes
     w = (weights["like"], weights["save"], weights["comment"], weights["share"], weights["follow"])
     if HAVE_NUMBA:
-        return _ledger_sums(
-            ad, camp, n_ads, n_camps, slot, o.click, o.like, o.comment, o.save, o.share, o.follow, o.video_completion,
+        parallel = use_threads(ad.size, PARALLEL_LEDGER)
+        kernel = _ledger_parallel if parallel else _ledger_serial
+        per_ad, per_camp = kernel(
+            numba.get_num_threads() if parallel else 1, ad, camp, n_ads, n_camps, slot, o.click, o.like, o.comment, o.save, o.share, o.follow, o.video_completion,
             o.conversion, o.bounce, np.asarray(o.order_value, dtype=np.float64), billed, unbilled, unbilled_micro,
             np.asarray(relevance, dtype=np.float64), np.asarray(exposure, dtype=np.float64),
             np.asarray(click_exposure, dtype=np.float64), tuple(float(x) for x in w), micro,
         )  # fmt: skip
+        return np.ascontiguousarray(per_ad.T), np.ascontiguousarray(per_camp.T)
     engaged = o.like | o.comment | o.save | o.share
     weng = w[0] * o.like + w[1] * o.save + w[2] * o.comment + w[3] * o.share + w[4] * o.follow
     per_ad_terms = (

@@ -329,11 +329,15 @@ def test_ledger_sums_compiled_and_numpy_give_the_same_floats(monkeypatch):
         rng.random(n), rng.random(n) * 1.7, rng.random(n) * 2.1,
         {"like": 1.0, "save": 2.0, "comment": 3.0, "share": 4.0, "follow": 5.0}, 1_000_000,
     )  # fmt: skip
-    per_ad, per_camp = kernels.ledger_sums(*args)
+    monkeypatch.setattr(kernels, "PARALLEL_LEDGER", n + 1)
+    one_ad, one_camp = kernels.ledger_sums(*args)  # one thread
+    monkeypatch.setattr(kernels, "PARALLEL_LEDGER", 0)
+    per_ad, per_camp = kernels.ledger_sums(*args)  # each thread its ads and campaigns (if numba has several)
     monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
     ref_ad, ref_camp = kernels.ledger_sums(*args)
-    np.testing.assert_array_equal(per_ad, ref_ad)
-    np.testing.assert_array_equal(per_camp, ref_camp)
+    for got_ad, got_camp in ((one_ad, one_camp), (per_ad, per_camp)):
+        np.testing.assert_array_equal(got_ad, ref_ad)
+        np.testing.assert_array_equal(got_camp, ref_camp)
     assert per_ad.shape == (len(kernels.AD_SUMS), n_ads)
     assert per_ad[kernels.AD_SUMS.index("impressions")].sum() == n
     assert per_camp[kernels.CAMPAIGN_SUMS.index("spend_micro")].sum() == billed.sum()
