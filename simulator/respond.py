@@ -291,27 +291,34 @@ if kernels.numba is not None:
     numba = kernels.numba
     _FC = engagement.FAMILIAR_CLICK
     _FV = engagement.FAMILIAR_CONVERSION
+    _FC_MAX = max(_FC * 1.0, _FC * 0.0)  # the click's familiarity term at its largest
 
     @numba.njit(cache=True, nogil=True)
     def _sig(z):
         return 1.0 / (1.0 + np.exp(-z))
 
     @numba.njit(cache=True, nogil=True)
-    def _occurs(u, view, z):
-        """``u < view x sigmoid(z)``, the same answer as computing it, mostly without the ``exp``.
+    def _never(u, view, z):
+        """Whether ``u < view x sigmoid(z)`` is surely false, by a bound cheaper than the ``exp``.
 
-        ``u >= view`` cannot happen (the sigmoid is below 1).  For ``z < 0``, ``e^x >= 1 + x + x^2/2
+        ``u >= view`` cannot pass (the sigmoid is below 1).  For ``z < 0``, ``e^x >= 1 + x + x^2/2
         + x^3/6`` (``x = -z``) bounds the sigmoid by ``1 / (2 + x + x^2/2 + x^3/6)``; a uniform at least
-        that (with a margin far above rounding) cannot be below the computed sigmoid either.
+        that (with a margin far above rounding) cannot be below the computed sigmoid either.  As the
+        sigmoid rises with ``z``, it also holds for every smaller ``z``.
         """
         if not (u < view):
-            return False
+            return True
         if z < 0.0:
             x = -z
             bound = 1.0 / (2.0 + x + 0.5 * x * x + x * x * x / 6.0)
             if u >= view * bound * (1.0 + 1e-9):
-                return False
-        return u < view * _sig(z)
+                return True
+        return False
+
+    @numba.njit(cache=True, nogil=True)
+    def _occurs(u, view, z):
+        """``u < view x sigmoid(z)``, the same answer as computing it, mostly without the ``exp``."""
+        return not _never(u, view, z) and u < view * _sig(z)
 
     @numba.njit(cache=True, nogil=True)
     def _paid_rows(sessions, w0, w1, mechanism, sorted_ranks, view, floor, paid):
@@ -362,7 +369,12 @@ if kernels.numba is not None:
             if w + ahead < w1:
                 s_next = sessions[w + ahead] if listed else w + ahead
                 usr = users[s_next]
-                kernels.prefetch_rows(usr, user_lift, freq)
+                kernels.prefetch(user_lift, (usr, 0))
+                kernels.prefetch(user_lift, (usr, user_lift.shape[1] - 1))  # rows may straddle two cache lines
+                for k in range(n_slots):  # the winners' counts only, not the whole row
+                    j = order[s_next, k]
+                    if j >= 0:
+                        kernels.prefetch(freq, (usr, cols[j]))
                 kernels.prefetch(taste, (usr, 0))
                 kernels.prefetch(taste, (usr, taste.shape[1] - 1))  # rows may straddle two cache lines
                 kernels.prefetch(affinity, (usr, 0))
@@ -400,15 +412,19 @@ if kernels.numba is not None:
                 rel = (1 - TASTE_WEIGHT) * rel_obs + TASTE_WEIGHT * _sig(1.5 * np.float64(acc))
                 f0 = freq[usr, ad]
                 fatigue = fatigue_freq[f0] + 0.12 * wear[ad]
-                known = 0.0
-                key = (np.int64(usr) << 32) | np.int64(camp_adv[c])
-                for q in range(familiar_ptr[usr], familiar_ptr[usr + 1]):  # this user's few keys
-                    if familiar_keys[q] == key:
-                        known = 1.0
                 auth = ad_authenticity[ad] - 0.5
                 content = ad_content[ad] - 0.5
                 vw = view[k]
-                click = _occurs(u[s, k, 0], vw, -4.8 + 2.4 * rel + 1.6 * content + _FC * known - fatigue)
+                # Brand familiarity matters only through the click (a conversion needs one): it is looked
+                # up only when a user who knew the brand might click.
+                known = 0.0
+                click = False
+                if not _never(u[s, k, 0], vw, -4.8 + 2.4 * rel + 1.6 * content + _FC_MAX - fatigue):
+                    key = (np.int64(usr) << 32) | np.int64(camp_adv[c])
+                    for q in range(familiar_ptr[usr], familiar_ptr[usr + 1]):  # this user's few keys
+                        if familiar_keys[q] == key:
+                            known = 1.0
+                    click = _occurs(u[s, k, 0], vw, -4.8 + 2.4 * rel + 1.6 * content + _FC * known - fatigue)
                 like = _occurs(u[s, k, 1], vw, -4.6 + 2.0 * rel + 1.4 * auth + 1.0 * content - fatigue)
                 save = _occurs(u[s, k, 3], vw, -5.2 + 2.2 * rel + 0.8 * auth + 1.4 * content - fatigue)
                 comment = _occurs(u[s, k, 2], vw, -6.6 + 1.8 * rel + 1.8 * auth - fatigue)

@@ -1,5 +1,7 @@
 """The vectorized feed against a slow per-session, per-impression Python reference."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -125,15 +127,28 @@ def test_compiled_and_numpy_responses_agree_once_users_know_brands():
     )
     market.feed.trace = []
     market.step()
-    known = 0
-    for t in market.feed.trace:
-        ref = respond.respond_numpy(t["winners"])
-        got = t["served"]
+
+    def fresh(w, **changes):  # (serving re-auctions in place)
+        return replace(w, order=w.order.copy(), sorted_ranks=w.sorted_ranks.copy(), paid=w.paid.copy(), **changes)
+
+    def same(ref, got):
         for name in ("session", "slot", "col", "price", "amount", "over", "billed", "relevance", "lift", "frequency"):
             np.testing.assert_array_equal(getattr(ref, name), getattr(got, name), err_msg=name)
         for name in respond.OUTCOMES:
             np.testing.assert_array_equal(ref.outcomes[name], got.outcomes[name], err_msg=name)
+
+    known = 0
+    rng = np.random.default_rng(5)
+    for t in market.feed.trace:
         w = t["winners"]
+        # The compiled pass looks a user's familiarity up only where it might decide a click: with
+        # striking creatives and first draws spread over the likely clicks, it often does.
+        u = w.u.copy()
+        u[:, :, 0] = rng.random(u.shape[:2]) * 0.5
+        striking = fresh(w, ad_content=np.ones_like(w.ad_content), u=u)
+        same(respond.respond_numpy(fresh(striking)), respond.respond(fresh(striking)))
+        same(respond.respond_numpy(fresh(w)), t["served"])
+        got = t["served"]
         adv = w.camp_adv[w.camp[got.col]]
         known += int(respond.members(respond.familiar_key(adv, w.users[got.session]), w.familiar_keys).sum())
     assert known > 0  # some impressions went to users who knew the brand
