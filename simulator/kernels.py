@@ -359,16 +359,21 @@ if numba is not None:
         sessions, w0, w1, order, sorted_ranks, mults, tops, visit,
         users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
         col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
-        base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bucket_start, bucket_topic, bucket_power,
+        base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bin_cols, bin_start, bucket_topic, bucket_power,
     ):  # fmt: skip
         """Sessions ``sessions[w0 .. w1 - 1]`` (``sessions`` empty: ``w0 .. w1 - 1``): each one's best
         ``width`` columns into its row of ``order`` and ``sorted_ranks`` (reset here).
+
+        A session scans the column list of its participation draw's bin (:func:`throttle_bins`): the
+        columns its pacing throttle cannot turn away, bucket ``b`` at ``bin_start[rb, b]:bin_start[rb, b + 1]``
+        of ``bin_cols[rb]``, in the bucket's order.
 
         ``mults``, ``tops`` and ``visit`` are scratch space of one entry per bucket.  (One call scans
         many sessions: a call per session would pass the forty arrays each time, and count references
         to each.)
         """
         n_buckets = bucket_power.shape[0]
+        n_bins = bin_cols.shape[0]
         one = np.float32(1.0)
         listed = sessions.shape[0] > 0
         for w in range(w0, w1):
@@ -384,6 +389,7 @@ if numba is not None:
             u = users[s]
             dev = device[s]
             count = 0
+            rb = min(int(np.float64(u_part[s]) * n_bins), n_bins - 1)  # its throttle bin
             # This user's lift factor of each bucket, and the buckets in order of their best bound.
             for b in range(n_buckets):
                 mult = 1.0
@@ -394,7 +400,7 @@ if numba is not None:
                     for _ in range(e - 1):
                         mult = mult * lf_b
                 mults[b] = mult
-                top = bound[bucket_start[b]] * mult
+                top = bound[bin_cols[rb, bin_start[rb, b]]] * mult if bin_start[rb, b] < bin_start[rb, b + 1] else -1.0
                 tops[b] = top
                 p = b
                 while p > 0 and tops[visit[p - 1]] < top:
@@ -407,7 +413,8 @@ if numba is not None:
                 top = tops[b]
                 if top < floor or (count == width and top < sorted_ranks[s, width - 1]):
                     break  # buckets come best first: nothing further can win
-                for j in range(bucket_start[b], bucket_start[b + 1]):
+                for q in range(bin_start[rb, b], bin_start[rb, b + 1]):
+                    j = bin_cols[rb, q]
                     bj = bound[j] * mult
                     if bj < floor or (count == width and bj < sorted_ranks[s, width - 1]):
                         break  # bounds fall along the bucket: nobody after j in it can win
@@ -463,7 +470,7 @@ if numba is not None:
     def _select_body(
         users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
         col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
-        base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bucket_start, bucket_topic, bucket_power,
+        base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bin_cols, bin_start, bucket_topic, bucket_power,
     ):  # fmt: skip
         n_s = users.shape[0]
         n_buckets = bucket_power.shape[0]
@@ -479,7 +486,7 @@ if numba is not None:
                 all_sessions, blk * n_s // n_blocks, (blk + 1) * n_s // n_blocks, order, sorted_ranks, mults[blk], tops[blk], visit[blk],
                 users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
                 col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
-                base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bucket_start, bucket_topic, bucket_power,
+                base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bin_cols, bin_start, bucket_topic, bucket_power,
             )  # fmt: skip
         return order, sorted_ranks
 
@@ -526,15 +533,64 @@ def kernel_args(b: Batch) -> tuple:
 
 
 def _buckets(b: Batch) -> tuple:
-    """The kernel's pruning inputs: bound, bucket starts, topics and powers (one open bucket if none)."""
+    """The kernel's pruning inputs: bound, the throttle bins' column lists (:func:`throttle_bins`),
+    bucket topics and powers (one open bucket if none)."""
     n_a = b.per_event.size
     bound = np.full(n_a, np.inf) if b.bound is None else np.ascontiguousarray(b.bound, dtype=np.float64)
     if b.bucket_start is None:  # one bucket whose bound needs no lift (a global bound, or none)
-        return bound, np.array([0, n_a], dtype=np.int32), np.zeros(1, np.int32), np.zeros(1, np.int8)
+        return bound, *throttle_bins(b.share, b.phase, np.array([0, n_a])), np.zeros(1, np.int32), np.zeros(1, np.int8)
     return (
-        bound, np.ascontiguousarray(b.bucket_start, dtype=np.int32),
+        bound, *throttle_bins(b.share, b.phase, b.bucket_start),
         np.ascontiguousarray(b.bucket_topic, dtype=np.int32), np.ascontiguousarray(b.bucket_power, dtype=np.int8),
     )  # fmt: skip
+
+
+#: Bins of the participation draw ``u_part`` (a power of two, so a draw's bin is exact).
+THROTTLE_BINS = 32
+#: Margin of :func:`throttle_bins`' test, far above float32 rounding near 1 and 2 (1e-7, 2e-7).
+_THROTTLE_MARGIN = 1e-5
+
+
+def throttle_bins(
+    share: NDArray[np.float32], phase: NDArray[np.float32], bucket_start: NDArray
+) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+    """Per bin of ``u_part`` (:data:`THROTTLE_BINS` equal bins of [0, 1)), the columns the pacing
+    throttle might let in, bucket by bucket in the columns' order.
+
+    A column enters a session when ``frac(u_part + phase) < share`` (float32).  Over a bin's draws
+    ``u_part + phase`` covers an interval; a column is left out of the bin only when that interval,
+    widened by a margin, lies in ``[share, 1)`` or ``[1 + share, 2)``, so every column left out
+    would fail the test for every draw in the bin: the kernel scanning only the listed columns
+    finds the same winners.  Returns ``bin_cols`` (R, A), each row the bin's columns packed to
+    the front, and ``bin_start`` (R, B + 1), where each bucket's columns start in that row.
+    """
+    return _throttle_bins(
+        np.ascontiguousarray(share, dtype=np.float32), np.ascontiguousarray(phase, dtype=np.float32),
+        np.ascontiguousarray(bucket_start, dtype=np.int64), THROTTLE_BINS, _THROTTLE_MARGIN,
+    )  # fmt: skip
+
+
+if numba is not None:
+
+    @numba.njit(cache=True, nogil=True)
+    def _throttle_bins(share, phase, bucket_start, n_bins, m):
+        n_a, n_b = share.shape[0], bucket_start.shape[0] - 1
+        bin_cols = np.zeros((n_bins, n_a), dtype=np.int32)
+        bin_start = np.zeros((n_bins, n_b + 1), dtype=np.int32)
+        for r in range(n_bins):
+            lo_edge, hi_edge = r / n_bins - m, (r + 1) / n_bins + m
+            n = 0
+            for b in range(n_b):
+                bin_start[r, b] = n
+                for j in range(bucket_start[b], bucket_start[b + 1]):
+                    sh, ph = np.float64(share[j]), np.float64(phase[j])
+                    lo, hi = lo_edge + ph, hi_edge + ph
+                    out = (lo >= sh + m and hi < 1.0 - m) or (lo >= 1.0 + sh + m and hi < 2.0 - m) or sh <= 0.0
+                    if not out:
+                        bin_cols[r, n] = j
+                        n += 1
+            bin_start[r, n_b] = n
+        return bin_cols, bin_start
 
 
 def select(b: Batch) -> tuple[NDArray[np.int32], NDArray[np.float64]]:

@@ -502,7 +502,7 @@ if kernels.numba is not None:
         k_users, k_device, k_admitted, k_audience, k_picks, k_u_part, k_col_group, k_col_audience,
         k_exhausted, k_col_ad, k_cap, k_col_multi, k_col_slot, k_share, k_phase, k_col_topic, k_freq, k_user_lift,
         k_per_event, k_device_mult, k_has_device, k_base_rate, k_lift_power, k_qs_factor, k_width, k_floor,
-        k_value_lift, k_bound, k_bucket_start, k_bucket_topic, k_bucket_power,
+        k_value_lift, k_bound, k_bin_cols, k_bin_start, k_bucket_topic, k_bucket_power,
     ):  # fmt: skip
         """Bill the speculated impressions in time order against the budgets, auctioning again (and
         serving anew) each session whose auction had a campaign that ran out in an earlier one.
@@ -550,7 +550,7 @@ if kernels.numba is not None:
                         k_admitted, k_audience, k_picks, k_u_part, k_col_group, k_col_audience, col_dead, k_col_ad,
                         k_cap, k_col_multi, k_col_slot, k_share, k_phase, k_col_topic, k_freq, k_user_lift,
                         k_per_event, k_device_mult, k_has_device, k_base_rate, k_lift_power, k_qs_factor, k_width,
-                        k_floor, k_value_lift, k_bound, k_bucket_start, k_bucket_topic, k_bucket_power,
+                        k_floor, k_value_lift, k_bound, k_bin_cols, k_bin_start, k_bucket_topic, k_bucket_power,
                     )  # fmt: skip
                     _paid_rows(wave, w0, w1, mechanism, sorted_ranks, view, k_floor, paid)
                     for w in range(w0, w1):

@@ -254,6 +254,55 @@ def test_pruning_by_lift_buckets_keeps_the_winners_and_ties():
     assert pruned_any > 30
 
 
+def test_throttle_bins_leave_out_only_columns_the_throttle_turns_away():
+    """The compiled scan visits only the columns listed for the bin of the session's participation
+    draw; a column may be left out only if ``frac(u_part + phase) < share`` (float32) fails for
+    every draw in the bin.  Checked at the bins' edges and next to them, and at random."""
+    if kernels.numba is None:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(17)
+    n_bins = kernels.THROTTLE_BINS
+    edges = (np.arange(n_bins + 1) / n_bins).astype(np.float32)
+    near = np.concatenate([edges, np.nextafter(edges, np.float32(0)), np.nextafter(edges, np.float32(2))])
+    share = np.concatenate([[0.0, 1.0, 0.5, 1 / n_bins], near, rng.random(200)]).astype(np.float32)
+    phase = np.concatenate([near[: share.size // 2], rng.random(share.size)])[: share.size].astype(np.float32)
+    phase = np.where(phase >= 1, np.float32(0.0), phase)  # phases are draws in [0, 1)
+    rng.shuffle(phase)
+    bucket_start = np.array([0, 7, 7 + 90, share.size])
+    bin_cols, bin_start = kernels.throttle_bins(share, phase, bucket_start)
+    u = np.concatenate([near[(near >= 0) & (near < 1)], rng.random(5000, dtype=np.float32)]).astype(np.float32)
+    x = u[:, None] + phase[None, :]
+    enters = np.where(x >= np.float32(1.0), x - np.float32(1.0), x) < share[None, :]
+    listed = np.zeros((n_bins, share.size), dtype=bool)
+    for r in range(n_bins):
+        row = bin_cols[r, : bin_start[r, -1]]
+        listed[r, row] = True
+        for b in range(bucket_start.size - 1):  # each bucket's columns, in order, inside the bucket
+            cols = row[bin_start[r, b] : bin_start[r, b + 1]]
+            assert ((cols >= bucket_start[b]) & (cols < bucket_start[b + 1])).all()
+            assert (np.diff(cols) > 0).all()
+    rb = np.minimum((u.astype(np.float64) * n_bins).astype(np.int64), n_bins - 1)
+    assert not (enters & ~listed[rb]).any()  # nobody who would enter is left out
+    assert (~listed).sum() > share.size * n_bins // 4  # and the bins do leave many out
+
+
+def test_fused_selection_at_the_throttle_bins_edges_matches_numpy():
+    """Sessions whose participation draws sit on and next to the bins' edges, many throttled columns."""
+    import dataclasses
+
+    rng = np.random.default_rng(23)
+    edges = (np.arange(kernels.THROTTLE_BINS) / kernels.THROTTLE_BINS).astype(np.float32)
+    draws = np.concatenate([edges, np.nextafter(edges, np.float32(0))[1:], np.nextafter(edges, np.float32(1))])
+    for _ in range(20):
+        b = _random_batch(rng, n_ads=30, n_s=draws.size)
+        b = dataclasses.replace(b, u_part=draws.copy(), share=(rng.random(30) * 0.6).astype(np.float32))
+        b = _with_pruning(b, rng)
+        o1, r1 = kernels.select_numpy(b)
+        o2, r2 = kernels.select_numba(b, parallel=False)
+        np.testing.assert_array_equal(o1, o2)
+        np.testing.assert_array_equal(r1, r2)
+
+
 @pytest.mark.parametrize("shape", [(10, 3), (3_000, 2_000)])  # below and above kernels.HUGE_TABLE_BYTES
 def test_kernel_tables_are_zeroed_writable_arrays(shape):
     """Big tables live on huge pages (an mmap); they must behave like any zeroed numpy table."""
