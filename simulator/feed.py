@@ -150,7 +150,7 @@ class Feed:
         # Impression share counts the auctions whose targeting admitted each campaign.
         admitted, audience = ch["admitted"], ch["audience"]
         first_col, col_group, col_audience = ch["first_col"], ch["col_group"], ch["col_audience"]
-        targeted = admitted.sum(axis=0)[col_group[first_col]]
+        targeted = ch["n_admitted"][col_group[first_col]]
         listed = np.flatnonzero(col_audience[first_col] >= 0)
         if listed.size:
             j0 = first_col[listed]
@@ -182,7 +182,7 @@ class Feed:
         camp = book.ad_camp[cols]
         # --- eligibility inputs: targeting groups and audience lists, creative split, pacing and quality gate
         groups, col_group = np.unique(self.camp_group[camp], return_inverse=True)
-        admitted = kernels.admitted(self.group_seg_ok[groups], self.group_bits[groups], users, pop.segment, pop.interest_bits)
+        admitted, n_admitted = kernels.admitted(self.group_seg_ok[groups], self.group_bits[groups], users, pop.segment, pop.interest_bits)
         aud_cols = np.flatnonzero(book.camp_audience_mode[camp] != 0)
         audience = np.ones((n_s, aud_cols.size), dtype=bool)
         col_audience = np.full(cols.size, -1, dtype=np.int32)
@@ -206,7 +206,8 @@ class Feed:
             col_slot[js] = np.arange(js.size)
         share = (book.camp_throttle[camp] * self._gate[cols]).astype(np.float32)
         return {
-            "users": users, "device": pop.device[users], "admitted": admitted, "audience": audience, "picks": picks,
+            "users": users, "device": pop.device[users], "admitted": admitted, "n_admitted": n_admitted,
+            "audience": audience, "picks": picks,
             "u_part": rng.random(n_s, dtype=np.float32),
             # per column (ad), in pruning order
             "cols": cols, "camp": camp, "bill": bill[perm], "col_group": col_group.astype(np.int32),

@@ -608,16 +608,22 @@ if numba is not None:
     def _admitted_body(seg_ok, bits, users, segment, interest_bits):
         n_s, n_g = users.shape[0], bits.shape[0]
         out = np.empty((n_s, n_g), dtype=np.bool_)
-        for s in numba.prange(n_s):
-            if s + 16 < n_s:  # a later session's user (a hint: no effect on results)
-                prefetch(segment, (users[s + 16],))
-                prefetch(interest_bits, (users[s + 16],))
-            u = users[s]
-            sg = segment[u]
-            ib = interest_bits[u]
-            for g in range(n_g):
-                out[s, g] = seg_ok[g, sg] and (bits[g] == 0 or (ib & bits[g]) != 0)
-        return out
+        n_blocks = min(n_s, 64)  # blocks of sessions, shared among the threads, each counting its own
+        counts = np.zeros((max(n_blocks, 1), n_g), dtype=np.int64)
+        for blk in numba.prange(n_blocks):  # a plain range in the serial compilation
+            s1 = (blk + 1) * n_s // n_blocks
+            for s in range(blk * n_s // n_blocks, s1):
+                if s + 16 < s1:  # a later session's user (a hint: no effect on results)
+                    prefetch(segment, (users[s + 16],))
+                    prefetch(interest_bits, (users[s + 16],))
+                u = users[s]
+                sg = segment[u]
+                ib = interest_bits[u]
+                for g in range(n_g):
+                    ok = seg_ok[g, sg] and (bits[g] == 0 or (ib & bits[g]) != 0)
+                    out[s, g] = ok
+                    counts[blk, g] += ok
+        return out, counts.sum(axis=0)
 
     _admitted_serial, _admitted_parallel = serial_and_parallel(_admitted_body, "_admitted")
 
@@ -627,21 +633,36 @@ if numba is not None:
 
     _bump_serial, _bump_parallel = serial_and_parallel(_bump_body, "_bump")
 
-    @numba.njit(cache=True, nogil=True)
-    def _count_at_most(cdf, u):
-        out = np.empty(u.shape[0], dtype=np.int64)
-        j = 0
-        for i in range(u.shape[0]):
-            while j < cdf.shape[0] and cdf[j] <= u[i]:
-                j += 1
-            out[i] = j
+    def _count_body(cdf, u, n_parts):
+        """Each part of the sorted ``u`` (one per thread) finds where its first value falls by
+        bisection, then walks along ``cdf`` as its values rise."""
+        n, n_cdf = u.shape[0], cdf.shape[0]
+        out = np.empty(n, dtype=np.int64)
+        for p in numba.prange(n_parts):  # a plain range in the serial compilation
+            i0, i1 = p * n // n_parts, (p + 1) * n // n_parts
+            if i0 >= i1:
+                continue
+            lo, hi = 0, n_cdf  # the number of cdf values <= u[i0]
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if cdf[mid] <= u[i0]:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            j = lo
+            for i in range(i0, i1):
+                while j < n_cdf and cdf[j] <= u[i]:
+                    j += 1
+                out[i] = j
         return out
+
+    _count_serial, _count_parallel = serial_and_parallel(_count_body, "_count")
 
 
 def admitted(
     seg_ok: NDArray[np.bool_], bits: NDArray[np.int64], users: NDArray[np.int32], segment: NDArray, interest_bits: NDArray[np.int64]
-) -> NDArray[np.bool_]:
-    """(S, G): whether targeting group ``g`` admits session ``s``'s user.
+) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
+    """(S, G): whether targeting group ``g`` admits session ``s``'s user, and (G,) how many sessions each admits.
 
     ``seg_ok`` (G, n_segments): the group's demographic segments; ``bits`` (G,): its interest
     bits (0: any interests), admitting users with at least one of them (``interest_bits``).
@@ -650,7 +671,7 @@ def admitted(
         out = seg_ok.T[segment[users]]
         if (bits != 0).any():
             out &= ((interest_bits[users][:, None] & bits[None, :]) != 0) | (bits == 0)[None, :]
-        return out
+        return out, out.sum(axis=0, dtype=np.int64)
     kernel = _admitted_parallel if use_threads(users.size * bits.size, PARALLEL_PAIRS) else _admitted_serial
     return kernel(np.ascontiguousarray(seg_ok), bits, users, segment, interest_bits)
 
@@ -669,7 +690,9 @@ def count_at_most(cdf: NDArray[np.float64], u: NDArray[np.float64]) -> NDArray[n
     """``np.searchsorted(cdf, u, side="right")`` for ascending ``u``: one merge-like walk along both."""
     if not HAVE_NUMBA:
         return np.searchsorted(cdf, u, side="right")
-    return _count_at_most(cdf, u)
+    if use_threads(cdf.size + u.size, PARALLEL_PAIRS):
+        return _count_parallel(cdf, u, numba.get_num_threads())
+    return _count_serial(cdf, u, 1)
 
 
 #: Rows of :func:`ledger_sums`' per-ad sums (the first ten are ``quality.AdStats``' fields).

@@ -485,6 +485,17 @@ if kernels.numba is not None:
     _speculate_serial, _speculate_parallel = kernels.serial_and_parallel(_speculate_body, "_speculate")
 
     @numba.njit(cache=True, nogil=True)
+    def _row_starts(order, n_slots):
+        """Where each session's impressions start (S + 1 offsets): the running count of its winners."""
+        start = np.zeros(order.shape[0] + 1, dtype=np.int64)
+        for s in range(order.shape[0]):
+            won = 0
+            for k in range(n_slots):
+                won += order[s, k] >= 0
+            start[s + 1] = start[s] + won
+        return start
+
+    @numba.njit(cache=True, nogil=True)
     def _hit(order, s, camp, dead):
         """Whether session ``s``'s auction had (in any position, the price setter included) a dead campaign."""
         for k in range(order.shape[1]):
@@ -619,8 +630,7 @@ def respond_numba(w: Winners, parallel: bool | None = None) -> Served:
         w.camp_landing, w.camp_adv, w.freq, w.familiar_keys, w.familiar_ptr, w.view, float(w.intent), w.u,
     )  # fmt: skip
     paid = np.ascontiguousarray(w.paid)
-    start = np.zeros(w.order.shape[0] + 1, dtype=np.int64)
-    np.cumsum((w.order[:, : w.n_slots] >= 0).sum(axis=1), out=start[1:])
+    start = _row_starts(w.order, w.n_slots)
     n_imp = int(start[-1])
     out = (
         np.empty(n_imp, dtype=np.int64), np.empty(n_imp, dtype=np.int64), np.empty(n_imp, dtype=np.int32),

@@ -347,13 +347,19 @@ def test_compiled_feed_passes_match_their_numpy_twins(monkeypatch):
     u = np.sort(np.concatenate([rng.random(5_000), cdf[:50], [0.0, 1.0]]))  # values on the steps too
     for threads in (1, 2):
         monkeypatch.setattr(kernels, "PARALLEL_PAIRS", 1 if threads == 2 else 10**12)
-        np.testing.assert_array_equal(kernels.admitted(seg_ok, bits, users, segment, interest_bits), want)
+        got, counts = kernels.admitted(seg_ok, bits, users, segment, interest_bits)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(counts, want.sum(axis=0))
         got = freq.copy()
         kernels.bump_frequency(got, users, ads, before)
         np.testing.assert_array_equal(got, freq_want)
         np.testing.assert_array_equal(kernels.count_at_most(cdf, u), np.searchsorted(cdf, u, side="right"))
+    for parts in (3, 7, u.size + 5):  # each part starts by bisection where the one before stopped walking
+        np.testing.assert_array_equal(kernels._count_serial(cdf, u, parts), np.searchsorted(cdf, u, side="right"))
     monkeypatch.setattr(kernels, "HAVE_NUMBA", False)  # the numpy twins themselves
-    np.testing.assert_array_equal(kernels.admitted(seg_ok, bits, users, segment, interest_bits), want)
+    got, counts = kernels.admitted(seg_ok, bits, users, segment, interest_bits)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(counts, want.sum(axis=0))
     np.testing.assert_array_equal(kernels.count_at_most(cdf, u), np.searchsorted(cdf, u, side="right"))
 
 
