@@ -295,7 +295,15 @@ def test_fused_selection_at_the_throttle_bins_edges_matches_numpy():
     draws = np.concatenate([edges, np.nextafter(edges, np.float32(0))[1:], np.nextafter(edges, np.float32(1))])
     for _ in range(20):
         b = _random_batch(rng, n_ads=30, n_s=draws.size)
-        b = dataclasses.replace(b, u_part=draws.copy(), share=(rng.random(30) * 0.6).astype(np.float32))
+        # Shares right at a column's threshold for some edge draw, and one float32 step either side.
+        x = rng.choice(draws, 30) + b.phase
+        at = np.where(x >= np.float32(1.0), x - np.float32(1.0), x).astype(np.float32)
+        share = np.select(
+            [rng.random(30) < 0.25, rng.random(30) < 0.33, rng.random(30) < 0.5],
+            [at, np.nextafter(at, np.float32(0)), np.nextafter(at, np.float32(1))],
+            rng.random(30) * 0.6,
+        ).astype(np.float32)
+        b = dataclasses.replace(b, u_part=draws.copy(), share=share)
         b = _with_pruning(b, rng)
         o1, r1 = kernels.select_numpy(b)
         o2, r2 = kernels.select_numba(b, parallel=False)
