@@ -182,7 +182,9 @@ class Feed:
         camp = book.ad_camp[cols]
         # --- eligibility inputs: targeting groups and audience lists, creative split, pacing and quality gate
         groups, col_group = np.unique(self.camp_group[camp], return_inverse=True)
-        admitted, n_admitted = kernels.admitted(self.group_seg_ok[groups], self.group_bits[groups], users, pop.segment, pop.interest_bits)
+        admitted, n_admitted = kernels.admitted(
+            self.group_seg_ok[groups], self.group_bits[groups], users, pop.segment, pop.interest_bits
+        )
         aud_cols = np.flatnonzero(book.camp_audience_mode[camp] != 0)
         audience = np.ones((n_s, aud_cols.size), dtype=bool)
         col_audience = np.full(cols.size, -1, dtype=np.int32)

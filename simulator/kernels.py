@@ -359,7 +359,8 @@ if numba is not None:
         sessions, w0, w1, order, sorted_ranks, mults, tops, visit,
         users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
         col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
-        base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bin_cols, bin_start, bucket_topic, bucket_power,
+        base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bin_cols, bin_start, bucket_topic,
+        bucket_power,
     ):  # fmt: skip
         """Sessions ``sessions[w0 .. w1 - 1]`` (``sessions`` empty: ``w0 .. w1 - 1``): each one's best
         ``width`` columns into its row of ``order`` and ``sorted_ranks`` (reset here).
@@ -470,7 +471,8 @@ if numba is not None:
     def _select_body(
         users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
         col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
-        base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bin_cols, bin_start, bucket_topic, bucket_power,
+        base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bin_cols, bin_start, bucket_topic,
+        bucket_power,
     ):  # fmt: skip
         n_s = users.shape[0]
         n_buckets = bucket_power.shape[0]
@@ -483,10 +485,11 @@ if numba is not None:
         all_sessions = np.empty(0, dtype=np.int64)
         for blk in numba.prange(n_blocks):  # prange is a plain range in the serial compilation
             scan_sessions(
-                all_sessions, blk * n_s // n_blocks, (blk + 1) * n_s // n_blocks, order, sorted_ranks, mults[blk], tops[blk], visit[blk],
-                users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
-                col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
-                base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bin_cols, bin_start, bucket_topic, bucket_power,
+                all_sessions, blk * n_s // n_blocks, (blk + 1) * n_s // n_blocks, order, sorted_ranks, mults[blk],
+                tops[blk], visit[blk], users, device, admitted, audience, picks, u_part, col_group, col_audience,
+                exhausted, col_ad, cap, col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event,
+                device_mult, has_device, base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bin_cols,
+                bin_start, bucket_topic, bucket_power,
             )  # fmt: skip
         return order, sorted_ranks
 
@@ -780,7 +783,8 @@ def ledger_sums(
         parallel = use_threads(ad.size, PARALLEL_LEDGER)
         kernel = _ledger_parallel if parallel else _ledger_serial
         per_ad, per_camp = kernel(
-            numba.get_num_threads() if parallel else 1, ad, camp, n_ads, n_camps, slot, o.click, o.like, o.comment, o.save, o.share, o.follow, o.video_completion,
+            numba.get_num_threads() if parallel else 1, ad, camp, n_ads, n_camps, slot, o.click, o.like, o.comment,
+            o.save, o.share, o.follow, o.video_completion,
             o.conversion, o.bounce, np.asarray(o.order_value, dtype=np.float64), billed, unbilled, unbilled_micro,
             np.asarray(relevance, dtype=np.float64), np.asarray(exposure, dtype=np.float64),
             np.asarray(click_exposure, dtype=np.float64), tuple(float(x) for x in w), micro,

@@ -480,7 +480,8 @@ if kernels.numba is not None:
         n_blocks = min(n_s, 64)
         none = np.empty(0, dtype=np.int64)
         for blk in numba.prange(n_blocks):  # a plain range in the serial compilation
-            _serve_sessions(none, blk * n_s // n_blocks, (blk + 1) * n_s // n_blocks, start, none, out, order, sorted_ranks, paid, tables)
+            s0, s1 = blk * n_s // n_blocks, (blk + 1) * n_s // n_blocks
+            _serve_sessions(none, s0, s1, start, none, out, order, sorted_ranks, paid, tables)
 
     _speculate_serial, _speculate_parallel = kernels.serial_and_parallel(_speculate_body, "_speculate")
 
@@ -520,9 +521,10 @@ if kernels.numba is not None:
 
         The first such session starts a wave: every later session whose auction has a campaign dead
         by then is auctioned again and served anew at once (over the threads, into the session's own
-        rows, which the pass has yet to read).  That is what serving them one by one would give, unless another campaign runs
-        out before the serving reaches them and it is among their new winners: the time-order pass
-        checks each session again as it reaches it, and such a session starts a new wave.
+        rows, which the pass has yet to read).  That is what serving them one by one would give,
+        unless another campaign runs out before the serving reaches them and it is among their new
+        winners: the time-order pass checks each session again as it reaches it, and such a session
+        starts a new wave.
 
         The kept impressions are packed to the front of ``out``.  A session auctioned again has no
         more impressions than before (its candidates are a subset), so the packing never overtakes
