@@ -15,7 +15,7 @@ from typing import Any
 import mesa
 import numpy as np
 
-from simulator import respond
+from simulator import kernels, respond
 from simulator import scenario as sc
 from simulator.advertiser import Advertiser
 from simulator.book import MICRO, AdBook
@@ -245,16 +245,22 @@ class Market(mesa.Model):
         return [camp for adv in self.advertiser_specs for camp in adv.campaigns]
 
     def _reachable_audiences(self) -> np.ndarray:
-        """Users each campaign's demographic and interest targeting admits: shape (n_campaigns,)."""
+        """Users each campaign's demographic and interest targeting admits: shape (n_campaigns,).
+
+        Counted once per distinct targeting, over blocks of users (kernels.admitted's counts).
+        """
         pop, book = self.population, self.book
-        sizes = np.zeros(book.n_campaigns)
-        for c in range(book.n_campaigns):
-            ok = book.camp_seg_ok[c][pop.segment]
-            bits = book.camp_interest_bits[c]
-            if bits:
-                ok &= (pop.interest_bits & bits) != 0
-            sizes[c] = ok.sum()
-        return sizes
+        keys = np.concatenate([book.camp_seg_ok, book.camp_interest_bits[:, None].view(np.uint8)], axis=1)
+        _, first, group = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        counts = np.zeros(first.size, dtype=np.int64)
+        block = 1 << 17
+        for lo in range(0, pop.n, block):
+            users = np.arange(lo, min(lo + block, pop.n), dtype=np.int32)
+            _, admitted = kernels.admitted(
+                book.camp_seg_ok[first], book.camp_interest_bits[first], users, pop.segment, pop.interest_bits
+            )
+            counts += admitted
+        return counts[group.reshape(-1)].astype(np.float64)
 
     def _make_quality(self, specs: list[sc.Advertiser]) -> QualityModel:
         """Quality priors: the review's reading of content, relevance over the reachable audience."""

@@ -92,6 +92,23 @@ def test_reachable_audience_is_reported(market: Market) -> None:
     assert market.audience_sizes[3] == narrow_n
 
 
+def test_reachable_audiences_count_each_campaigns_targeting(market: Market, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted per distinct targeting over blocks of users: the same as testing every user per campaign."""
+    from simulator import kernels
+
+    pop, book = market.population, market.book
+    want = np.zeros(book.n_campaigns)
+    for c in range(book.n_campaigns):
+        ok = book.camp_seg_ok[c][pop.segment]
+        if book.camp_interest_bits[c]:
+            ok &= (pop.interest_bits & book.camp_interest_bits[c]) != 0
+        want[c] = ok.sum()
+    assert 0 < want.min() < want.max() == pop.n  # broad and narrow campaigns
+    np.testing.assert_array_equal(market.audience_sizes, want)
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    np.testing.assert_array_equal(market._reachable_audiences(), want)
+
+
 def test_lookalike_outperforms_broad(totals: pd.DataFrame) -> None:
     b, lal = totals.loc["broad"], totals.loc["lookalike"]
     assert lal["impressions"] > 1000
