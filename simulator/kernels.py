@@ -365,9 +365,9 @@ if numba is not None:
         """Sessions ``sessions[w0 .. w1 - 1]`` (``sessions`` empty: ``w0 .. w1 - 1``): each one's best
         ``width`` columns into its row of ``order`` and ``sorted_ranks`` (reset here).
 
-        A session scans the column list of its participation draw's bin (:func:`throttle_bins`): the
-        columns its pacing throttle cannot turn away, bucket ``b`` at ``bin_start[rb, b]:bin_start[rb, b + 1]``
-        of ``bin_cols[rb]``, in the bucket's order.
+        A session scans the column list of its participation draw's bin ``rb`` (:func:`throttle_bins`):
+        the columns its pacing throttle might let in, bucket ``b`` at
+        ``bin_start[rb, b]:bin_start[rb, b + 1]`` of ``bin_cols[rb]``, in the bucket's order.
 
         ``mults``, ``tops`` and ``visit`` are scratch space of one entry per bucket.  (One call scans
         many sessions: a call per session would pass the forty arrays each time, and count references
@@ -401,7 +401,8 @@ if numba is not None:
                     for _ in range(e - 1):
                         mult = mult * lf_b
                 mults[b] = mult
-                top = bound[bin_cols[rb, bin_start[rb, b]]] * mult if bin_start[rb, b] < bin_start[rb, b + 1] else -1.0
+                first, end = bin_start[rb, b], bin_start[rb, b + 1]
+                top = bound[bin_cols[rb, first]] * mult if first < end else -1.0  # (-1: none in this bin)
                 tops[b] = top
                 p = b
                 while p > 0 and tops[visit[p - 1]] < top:
@@ -690,7 +691,8 @@ def bump_frequency(freq: NDArray[np.uint8], users: NDArray, ads: NDArray, before
 
 
 def count_at_most(cdf: NDArray[np.float64], u: NDArray[np.float64]) -> NDArray[np.int64]:
-    """``np.searchsorted(cdf, u, side="right")`` for ascending ``u``: one merge-like walk along both."""
+    """``np.searchsorted(cdf, u, side="right")`` for ascending ``u``: merge-like walks along both, one
+    per thread, each over its share of ``u``."""
     if not HAVE_NUMBA:
         return np.searchsorted(cdf, u, side="right")
     if use_threads(cdf.size + u.size, PARALLEL_PAIRS):
