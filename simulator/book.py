@@ -172,6 +172,18 @@ class AdBook:
     def ads_of(self, c: int) -> np.ndarray:
         return np.flatnonzero(self.ad_camp == c)
 
+    def targeting_groups(self) -> tuple[np.ndarray, np.ndarray]:
+        """Campaigns grouped by identical demographic + interest targeting, in order of first
+        appearance: each campaign's group (int32) and each group's first campaign."""
+        keys = [
+            self.camp_seg_ok[c].tobytes() + int(self.camp_interest_bits[c]).to_bytes(8, "little")
+            for c in range(self.n_campaigns)
+        ]
+        uniq = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        group = np.array([uniq[k] for k in keys], dtype=np.int32)
+        first = {g: c for c, g in reversed(list(enumerate(group)))}
+        return group, np.array([first[g] for g in range(len(uniq))], dtype=np.int64)
+
     # ---------------------------------------------------------------- money
 
     def start_day(self, day: int, date: dt.date) -> None:

@@ -87,13 +87,9 @@ class Feed:
         self.user_lift = kernels.hot_copy(relevance_lift(population.affinity).astype(np.float32))
         self.topic_max_lift = self.user_lift.max(axis=0).astype(np.float64)
         # Campaigns grouped by identical demographic + interest targeting.
-        keys = [book.camp_seg_ok[c].tobytes() + int(book.camp_interest_bits[c]).to_bytes(8, "little") for c in range(book.n_campaigns)]
-        uniq = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-        self.camp_group = np.array([uniq[k] for k in keys], dtype=np.int32)
-        first = {g: c for c, g in reversed(list(enumerate(self.camp_group)))}
-        order = [first[g] for g in range(len(uniq))]
-        self.group_seg_ok = book.camp_seg_ok[order] if order else np.zeros((0, book.camp_seg_ok.shape[1]), bool)
-        self.group_bits = book.camp_interest_bits[order] if order else np.zeros(0, np.int64)
+        self.camp_group, first = book.targeting_groups()
+        self.group_seg_ok = book.camp_seg_ok[first]
+        self.group_bits = book.camp_interest_bits[first]
         #: Sorted keys (:func:`respond.familiar_key`) of users who clicked or converted with an advertiser
         #: before today (ground truth of brand familiarity; the market refreshes it each night), and
         #: ``familiar_ptr``, where each user's keys start (set with them).

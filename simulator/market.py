@@ -250,17 +250,14 @@ class Market(mesa.Model):
         Counted once per distinct targeting, over blocks of users (kernels.admitted's counts).
         """
         pop, book = self.population, self.book
-        keys = np.concatenate([book.camp_seg_ok, book.camp_interest_bits[:, None].view(np.uint8)], axis=1)
-        _, first, group = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        group, first = book.targeting_groups()
+        seg_ok, bits = book.camp_seg_ok[first], book.camp_interest_bits[first]
         counts = np.zeros(first.size, dtype=np.int64)
         block = 1 << 17
         for lo in range(0, pop.n, block):
             users = np.arange(lo, min(lo + block, pop.n), dtype=np.int32)
-            _, admitted = kernels.admitted(
-                book.camp_seg_ok[first], book.camp_interest_bits[first], users, pop.segment, pop.interest_bits
-            )
-            counts += admitted
-        return counts[group.reshape(-1)].astype(np.float64)
+            counts += kernels.admitted(seg_ok, bits, users, pop.segment, pop.interest_bits)[1]
+        return counts[group].astype(np.float64)
 
     def _make_quality(self, specs: list[sc.Advertiser]) -> QualityModel:
         """Quality priors: the review's reading of content, relevance over the reachable audience."""
