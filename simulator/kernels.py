@@ -502,10 +502,26 @@ if numba is not None:
 PARALLEL_PAIRS = 50_000
 
 
+#: Set in a child forked after its parent started numba's threads (see :func:`use_threads`).
+_forked_after_threads = [False]
+
+
 def use_threads(work: int, threshold: int) -> bool:
     """Whether a compiled pass over ``work`` items should use all cores: at least ``threshold`` of
-    them, and numba may run more than one thread (a batch of runs sets one per run)."""
-    return work >= threshold and numba.get_num_threads() > 1
+    them, and numba may run more than one thread (a batch of runs sets one per run).
+
+    Never in a child forked after its parent started numba's threads: numba's OpenMP layer kills
+    such a child at its first threaded pass (GNU OpenMP cannot be used across ``fork``), which
+    leaves a user's ``fork`` pool waiting forever.  The child runs the serial passes: same results.
+    """
+    return work >= threshold and not _forked_after_threads[0] and numba.get_num_threads() > 1
+
+
+def _after_fork_in_child() -> None:
+    # (numba's own flag; should it ever go, every forked child is taken to have inherited threads)
+    launched = numba is not None and getattr(getattr(numba.np.ufunc, "parallel", None), "_is_initialized", True)
+    _forked_after_threads[0] = _forked_after_threads[0] or bool(launched)
+    _helper.clear()  # the child has the uniforms' pool but not its thread: start afresh
 
 
 def select_numba(b: Batch, parallel: bool | None = None) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
@@ -813,8 +829,8 @@ def ledger_sums(
 #: Draws of at least this many uniforms are split between two threads (see :func:`uniforms`).
 PARALLEL_UNIFORMS = 1 << 18
 _helper: list = []  # one worker thread, started on first use
-if hasattr(os, "register_at_fork"):  # a forked child has the pool but not its thread: start afresh
-    os.register_at_fork(after_in_child=_helper.clear)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def uniforms(rng: np.random.Generator, shape: tuple[int, ...]) -> NDArray[np.float64]:

@@ -462,3 +462,30 @@ def test_uniforms_fall_back_where_a_split_would_not_be_exact_and_work_after_fork
     if alive:
         child.kill()
     assert not alive and child.exitcode == 0  # a forked child draws without the parent's thread
+
+
+def _count_in_child(cdf, u, expected, q):
+    q.put(bool(np.array_equal(kernels.count_at_most(cdf, u), expected)))
+
+
+def test_a_child_forked_after_threaded_passes_runs_them_serially():
+    """numba's OpenMP layer kills a child forked after the parent's threads started, at its first
+    threaded pass; such a child takes the serial passes instead and gets the same numbers."""
+    if not kernels.HAVE_NUMBA or kernels.numba.get_num_threads() < 2:
+        pytest.skip("needs numba with two threads")
+    import multiprocessing as mp
+
+    rng = np.random.default_rng(2)
+    cdf = np.cumsum(rng.random(1000))
+    u = np.sort(rng.random(200_000) * cdf[-1])
+    assert kernels.use_threads(cdf.size + u.size, kernels.PARALLEL_PAIRS)
+    expected = np.searchsorted(cdf, u, side="right")
+    np.testing.assert_array_equal(kernels._count_parallel(cdf, u, 2), expected)  # this process's threads start
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    child = ctx.Process(target=_count_in_child, args=(cdf, u, expected, q))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0
+    assert q.get(timeout=5)
+    assert kernels.use_threads(cdf.size + u.size, kernels.PARALLEL_PAIRS)  # the parent keeps its threads
