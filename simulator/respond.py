@@ -98,6 +98,9 @@ class Winners:
     dead: NDArray[np.bool_]
     batch: kernels.Batch
     mechanism: str
+    #: Auctions run again while serving (set by :func:`respond_numpy` / :func:`respond_numba`); a
+    #: session auctioned twice counts twice.
+    reauctions: int = 0
 
 
 @dataclass
@@ -171,6 +174,7 @@ def respond_numpy(w: Winners) -> Served:
     n_s = w.order.shape[0]
     remaining, dead = w.remaining.copy(), w.dead.copy()
     pieces, pos = [], 0
+    w.reauctions = 0
     while True:
         rest = slice(pos, None)
         piece = _serve_rows(
@@ -193,6 +197,7 @@ def respond_numpy(w: Winners) -> Served:
             picks=b.picks[one], u_part=b.u_part[one], exhausted=b.exhausted | dead[w.camp],
         )  # fmt: skip
         o1, r1 = kernels.select_numpy(again)
+        w.reauctions += 1
         w.order[pos], w.sorted_ranks[pos] = o1[0], r1[0]
         w.paid[pos] = auction.rank_prices(w.mechanism, r1, w.view, b.floor)[0]
 
@@ -528,7 +533,8 @@ if kernels.numba is not None:
 
         The kept impressions are packed to the front of ``out``.  A session auctioned again has no
         more impressions than before (its candidates are a subset), so the packing never overtakes
-        the rows still to be read.  Returns the number kept and the ``over`` flags.
+        the rows still to be read.  Returns the number kept, the ``over`` flags and the number of
+        auctions run again.
         """
         camp, view = tables[3], tables[25]
         session, slot, col, flags, prices, amount, relevance, lift, frequency = out
@@ -547,6 +553,7 @@ if kernels.numba is not None:
         end = start[1:].copy()  # session s's rows: start[s] .. end[s] - 1 (fewer once auctioned again)
         wave = np.empty(n_s, dtype=np.int64)
         overflow = np.zeros(64, dtype=np.bool_)
+        n_again = 0
         i = 0
         for s in range(n_s):
             if _hit(order, s, camp, dead):
@@ -555,6 +562,7 @@ if kernels.numba is not None:
                     if _hit(order, t, camp, dead):
                         wave[n_wave] = t
                         n_wave += 1
+                n_again += n_wave
                 n_blocks = min(n_wave, 64)
                 for blk in numba.prange(n_blocks):  # a plain range in the serial compilation
                     w0, w1 = blk * n_wave // n_blocks, (blk + 1) * n_wave // n_blocks
@@ -602,7 +610,7 @@ if kernels.numba is not None:
                         for jj in range(n_cols):
                             if camp[jj] == c:
                                 col_dead[jj] = True
-        return i, over
+        return i, over, n_again
 
     _settle_serial, _settle_parallel = kernels.serial_and_parallel(_settle_body, "_settle")
 
@@ -644,7 +652,7 @@ def respond_numba(w: Winners, parallel: bool | None = None) -> Served:
     speculate = _speculate_parallel if parallel else _speculate_serial
     speculate(start, out, w.order, w.sorted_ranks, paid, tables)
     settle = _settle_parallel if parallel else _settle_serial
-    n, over = settle(
+    n, over, w.reauctions = settle(
         start, out, w.order, w.sorted_ranks, paid, tables, w.remaining, w.dead, _MECHANISM_CODE[w.mechanism],
         *kernels.kernel_args(w.batch),
     )  # fmt: skip

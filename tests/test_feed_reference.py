@@ -204,8 +204,10 @@ def test_compiled_responses_split_across_threads_match_one_thread_and_numpy(monk
                     np.testing.assert_array_equal(getattr(ref, f.name), getattr(got, f.name), err_msg=f.name)
         np.testing.assert_array_equal(w_serial.order, w.order)
         np.testing.assert_array_equal(w_numpy.order, w.order)
+        assert w_serial.reauctions == w.reauctions
         seen["batches"] += 1
         seen["reauctioned"] += int((before != w.order).any(axis=1).sum())
+        assert w_numpy.reauctions == int((before != w.order).any(axis=1).sum())  # one by one: each once
         seen["fewer"] += int(got.session.size < (before[:, : w.n_slots] >= 0).sum())
         return got
 
@@ -242,16 +244,20 @@ def test_budget_crossings_in_waves_match_numpy(monkeypatch):
         for a in range(8)
     ]
     original = respond.respond
-    seen = {"crossings": 0}
+    seen = {"crossings": 0, "twice": 0}
 
     def both(w):
         w_numpy = dataclasses.replace(w, order=w.order.copy(), sorted_ranks=w.sorted_ranks.copy(), paid=w.paid.copy())
+        before = w.order.copy()
         got = respond.respond_numba(w, parallel=True)
         ref = respond.respond_numpy(w_numpy)
         for name in ("session", "slot", "col", "price", "amount", "over", "billed", "relevance", "lift", "frequency"):
             np.testing.assert_array_equal(getattr(ref, name), getattr(got, name), err_msg=name)
         np.testing.assert_array_equal(w_numpy.order, w.order)
         seen["crossings"] += int(got.over.sum())
+        again = int((before != w.order).any(axis=1).sum())  # sessions auctioned again at least once
+        assert w.reauctions >= again
+        seen["twice"] += w.reauctions - again
         return got
 
     monkeypatch.setattr(respond, "respond", both)
@@ -260,3 +266,4 @@ def test_budget_crossings_in_waves_match_numpy(monkeypatch):
     finally:
         monkeypatch.setattr(respond, "respond", original)
     assert seen["crossings"] >= 4
+    assert seen["twice"] > 0  # some session lost a new winner to a later crossing: auctioned once more
