@@ -239,11 +239,9 @@ class Feed:
             n_slots=self.n_slots, floor=self.floor, value_lift=cut["ocpc"], bound=cut["bound"],
             bucket_start=bucket_start, bucket_topic=ch["bucket_topic"][has], bucket_power=ch["bucket_power"][has],
         )  # fmt: skip
-        order, sorted_ranks = kernels.select(batch)
         book, pop = self.book, self.population
         winners = respond.Winners(
-            order=order, sorted_ranks=sorted_ranks,
-            paid=auction.rank_prices(self.mechanism, sorted_ranks, self.view, self.floor), n_slots=self.n_slots,
+            order=None, sorted_ranks=None, paid=None, n_slots=self.n_slots,  # (auctioned by respond.respond)
             users=users, device=batch.device, cols=cut["cols"], camp=cut["camp"], bill=cut["bill"],
             per_event=cut["per_event"], device_mult=cut.get("device_mult"), ocpc=cut["ocpc"],
             user_lift=self.user_lift, affinity=pop.affinity, taste=pop.taste, ad_taste=book.ad_taste,
@@ -256,6 +254,8 @@ class Feed:
         )  # fmt: skip
         before = None
         if self.trace is not None:  # the inputs as they were (the serving re-auctions in place)
+            respond.first_auction(winners)
+            order, sorted_ranks = winners.order, winners.sorted_ranks
             freq = self.freq.copy()
             before = replace(
                 winners, order=order.copy(), sorted_ranks=sorted_ranks.copy(), paid=winners.paid.copy(), freq=freq,

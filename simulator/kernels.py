@@ -470,29 +470,29 @@ if numba is not None:
                         count += 1
 
     def _select_body(
+        s0, s1, order, sorted_ranks,
         users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
         col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
         base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bin_cols, bin_start, bucket_topic,
         bucket_power,
     ):  # fmt: skip
-        n_s = users.shape[0]
+        """Sessions ``s0 .. s1 - 1``' best ``width`` columns into their rows of ``order`` and ``sorted_ranks``,
+        in blocks of sessions shared among the threads (prange)."""
+        n_s = s1 - s0
         n_buckets = bucket_power.shape[0]
-        order = np.empty((n_s, width), dtype=np.int32)
-        sorted_ranks = np.empty((n_s, width))
-        n_blocks = min(n_s, 64)  # blocks of sessions, shared among the threads (prange)
+        n_blocks = min(n_s, 64)
         mults = np.empty((n_blocks, n_buckets))
         tops = np.empty((n_blocks, n_buckets))
         visit = np.empty((n_blocks, n_buckets), dtype=np.int32)
         all_sessions = np.empty(0, dtype=np.int64)
         for blk in numba.prange(n_blocks):  # prange is a plain range in the serial compilation
             scan_sessions(
-                all_sessions, blk * n_s // n_blocks, (blk + 1) * n_s // n_blocks, order, sorted_ranks, mults[blk],
-                tops[blk], visit[blk], users, device, admitted, audience, picks, u_part, col_group, col_audience,
-                exhausted, col_ad, cap, col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event,
-                device_mult, has_device, base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bin_cols,
-                bin_start, bucket_topic, bucket_power,
+                all_sessions, s0 + blk * n_s // n_blocks, s0 + (blk + 1) * n_s // n_blocks, order, sorted_ranks,
+                mults[blk], tops[blk], visit[blk], users, device, admitted, audience, picks, u_part, col_group,
+                col_audience, exhausted, col_ad, cap, col_multi, col_slot, share, phase, col_topic, freq, user_lift,
+                per_event, device_mult, has_device, base_rate, lift_power, qs_factor, width, floor, value_lift, bound,
+                bin_cols, bin_start, bucket_topic, bucket_power,
             )  # fmt: skip
-        return order, sorted_ranks
 
     _select_serial, _select_parallel = serial_and_parallel(_select_body, "_select")
 
@@ -530,14 +530,34 @@ def select_numba(b: Batch, parallel: bool | None = None) -> tuple[NDArray[np.int
     ``parallel``: split sessions across cores (default: when the batch has ``PARALLEL_PAIRS``
     pairs or more and numba may use more than one thread).
     """
+    n_s = b.users.size
+    order, sorted_ranks = np.empty((n_s, b.n_slots + 1), dtype=np.int32), np.empty((n_s, b.n_slots + 1))
+    select_rows(order, sorted_ranks, 0, n_s, kernel_args(b), parallel)
+    return order, sorted_ranks
+
+
+def select_rows(
+    order: NDArray[np.int32], sorted_ranks: NDArray[np.float64], s0: int, s1: int, args: tuple, parallel: bool | None = None
+) -> None:
+    """:func:`select_numba` of sessions ``s0 .. s1 - 1`` only, into their rows of ``order`` and
+    ``sorted_ranks``; ``args``: the batch's :func:`kernel_args` (their ``exhausted`` columns win nothing)."""
     if parallel is None:
-        parallel = use_threads(b.users.size * b.per_event.size, PARALLEL_PAIRS)
-    kernel = _select_parallel if parallel else _select_serial
-    return kernel(*kernel_args(b))
+        parallel = use_threads((s1 - s0) * args[KERNEL_ARGS.index("per_event")].size, PARALLEL_PAIRS)
+    (_select_parallel if parallel else _select_serial)(s0, s1, order, sorted_ranks, *args)
+
+
+#: The names of :func:`kernel_args`' entries, in order.
+KERNEL_ARGS = (
+    "users", "device", "admitted", "audience", "picks", "u_part", "col_group", "col_audience", "exhausted", "col_ad",
+    "cap", "col_multi", "col_slot", "share", "phase", "col_topic", "freq", "user_lift", "per_event", "device_mult",
+    "has_device", "base_rate", "lift_power", "qs_factor", "width", "floor", "value_lift", "bound", "bin_cols",
+    "bin_start", "bucket_topic", "bucket_power",
+)  # fmt: skip
 
 
 def kernel_args(b: Batch) -> tuple:
-    """The batch as the compiled kernels' argument list (contiguous arrays of the kernels' dtypes)."""
+    """The batch as the compiled kernels' argument list (contiguous arrays of the kernels' dtypes;
+    entries named by :data:`KERNEL_ARGS`)."""
     has_device = b.device_mult is not None
     dm = np.ascontiguousarray(b.device_mult.T) if has_device else np.ones((2, b.per_event.size))
     return (

@@ -60,13 +60,17 @@ class Winners:
     (n_users + 1), where each user's keys start (:func:`familiar_index`); ``view`` per slot; the day's
     ``intent``; ``u`` (S, n_slots, 10) uniforms, one row per position; ``dead`` (n_campaigns)
     campaigns that ran out of budget before the chunk; ``batch``, the auction's inputs, and the
-    ``mechanism``, for the sessions auctioned again.  ``order``, ``sorted_ranks`` and ``paid`` are
-    updated in place where a session is auctioned again.
+    ``mechanism``, for the auctions.
+
+    ``order``, ``sorted_ranks`` and ``paid``: each session's auction among all the batch's columns
+    (:func:`first_auction`), or None (the responses run the auctions).  The responses leave in them
+    each session's last auction: :func:`respond_numpy` updates them where it auctions a session
+    again, :func:`respond_numba` writes them over (or sets them, from None).
     """
 
-    order: NDArray[np.int32]
-    sorted_ranks: NDArray[np.float64]
-    paid: NDArray[np.float64]
+    order: NDArray[np.int32] | None
+    sorted_ranks: NDArray[np.float64] | None
+    paid: NDArray[np.float64] | None
     n_slots: int
     users: NDArray[np.int32]
     device: NDArray[np.int8]
@@ -171,6 +175,8 @@ def respond_numpy(w: Winners) -> Served:
     Serves the sessions up to the first one that needs a new auction, auctions that one again
     (:func:`simulator.kernels.select_numpy`, without the campaigns that ran out), and goes on.
     """
+    if w.order is None:
+        first_auction(w)
     n_s = w.order.shape[0]
     remaining, dead = w.remaining.copy(), w.dead.copy()
     pieces, pos = [], 0
@@ -327,11 +333,12 @@ if kernels.numba is not None:
 
     @numba.njit(cache=True, nogil=True)
     def _paid_rows(sessions, w0, w1, mechanism, sorted_ranks, view, floor, paid):
-        """The paid ranks of sessions ``sessions[w0 .. w1 - 1]`` (auction.rank_prices, operation for
-        operation): mechanism 0 gsp, 1 vcg, 2 first price."""
+        """The paid ranks of sessions ``sessions[w0 .. w1 - 1]`` (``sessions`` empty: ``w0 .. w1 - 1``), as
+        auction.rank_prices computes them, operation for operation: mechanism 0 gsp, 1 vcg, 2 first price."""
         n_slots = paid.shape[1]
+        listed = sessions.shape[0] > 0
         for w in range(w0, w1):
-            s = sessions[w]
+            s = sessions[w] if listed else w
             if mechanism == 0:
                 for k in range(n_slots):
                     paid[s, k] = max(sorted_ranks[s, k + 1], floor)
@@ -348,10 +355,10 @@ if kernels.numba is not None:
                     paid[s, k] = sorted_ranks[s, k]
 
     @numba.njit(cache=True, nogil=True)
-    def _serve_sessions(sessions, w0, w1, start, ends, out, order, sorted_ranks, paid, tables):
+    def _serve_sessions(sessions, w0, w1, start, ends, out, order, sorted_ranks, paid, tables, ends_from):
         """The impressions of sessions ``sessions[w0 .. w1 - 1]`` (``sessions`` empty: ``w0 .. w1 - 1``),
         session ``s``'s in time order into rows ``start[s] ..`` of ``out`` (and the row after its last
-        into ``ends[s]``, unless ``ends`` is empty): each one's price, the user's responses
+        into ``ends[s - ends_from]``, unless ``ends`` is empty): each one's price, the user's responses
         (engagement.probabilities, operation for operation), its billing event and that event's
         amount (whether the budget allows the amount is settled later, in time order).
 
@@ -476,30 +483,30 @@ if kernels.numba is not None:
                 frequency[i] = f0
                 i += 1
             if ends.shape[0] > 0:
-                ends[s] = i
+                ends[s - ends_from] = i
 
-    def _speculate_body(start, out, order, sorted_ranks, paid, tables):
-        """Every impression of the batch as first auctioned (session ``s``'s into rows ``start[s]:start[s + 1]``),
-        in blocks of sessions shared among the threads (prange)."""
-        n_s = order.shape[0]
+    def _speculate_body(s0, s1, start, out, order, sorted_ranks, paid, tables):
+        """Every impression of sessions ``s0 .. s1 - 1`` as auctioned (session ``s``'s into rows
+        ``start[s]:start[s + 1]``), in blocks of sessions shared among the threads (prange)."""
+        n_s = s1 - s0
         n_blocks = min(n_s, 64)
         none = np.empty(0, dtype=np.int64)
         for blk in numba.prange(n_blocks):  # a plain range in the serial compilation
-            s0, s1 = blk * n_s // n_blocks, (blk + 1) * n_s // n_blocks
-            _serve_sessions(none, s0, s1, start, none, out, order, sorted_ranks, paid, tables)
+            b0, b1 = s0 + blk * n_s // n_blocks, s0 + (blk + 1) * n_s // n_blocks
+            _serve_sessions(none, b0, b1, start, none, out, order, sorted_ranks, paid, tables, 0)
 
     _speculate_serial, _speculate_parallel = kernels.serial_and_parallel(_speculate_body, "_speculate")
 
     @numba.njit(cache=True, nogil=True)
-    def _row_starts(order, n_slots):
-        """Where each session's impressions start (S + 1 offsets): the running count of its winners."""
-        start = np.zeros(order.shape[0] + 1, dtype=np.int64)
-        for s in range(order.shape[0]):
+    def _row_starts(order, n_slots, s0, s1, first, start):
+        """Where the impressions of sessions ``s0 .. s1 - 1`` start, from row ``first`` on (into
+        ``start[s0 .. s1]``): the running count of their winners."""
+        start[s0] = first
+        for s in range(s0, s1):
             won = 0
             for k in range(n_slots):
                 won += order[s, k] >= 0
             start[s + 1] = start[s] + won
-        return start
 
     @numba.njit(cache=True, nogil=True)
     def _hit(order, s, camp, dead):
@@ -515,50 +522,46 @@ if kernels.numba is not None:
     WAVE_SESSIONS = 4096
 
     def _settle_body(
-        start, out, order, sorted_ranks, paid, tables, remaining, dead_before, mechanism,
+        s0, s1, i, start, out, order, sorted_ranks, paid, tables, remaining, spent, dead, over, mechanism,
         k_users, k_device, k_admitted, k_audience, k_picks, k_u_part, k_col_group, k_col_audience,
-        k_exhausted, k_col_ad, k_cap, k_col_multi, k_col_slot, k_share, k_phase, k_col_topic, k_freq, k_user_lift,
+        k_col_dead, k_col_ad, k_cap, k_col_multi, k_col_slot, k_share, k_phase, k_col_topic, k_freq, k_user_lift,
         k_per_event, k_device_mult, k_has_device, k_base_rate, k_lift_power, k_qs_factor, k_width, k_floor,
         k_value_lift, k_bound, k_bin_cols, k_bin_start, k_bucket_topic, k_bucket_power,
     ):  # fmt: skip
-        """Bill the speculated impressions in time order against the budgets, auctioning again (and
-        serving anew) each session whose auction had a campaign that ran out in an earlier one.
+        """Bill the speculated impressions of sessions ``s0 .. s1 - 1`` in time order against the budgets,
+        auctioning again (and serving anew) each session whose auction had a campaign that ran out in
+        an earlier one.  Returns where the kept rows end and the number of auctions run again.
 
-        The first such session starts a wave: every later session whose auction has a campaign dead
-        by then is auctioned again and served anew at once (over the threads, into the session's own
-        rows, which the pass has yet to read).  That is what serving them one by one would give,
-        unless another campaign runs out before the serving reaches them and it is among their new
-        winners: the time-order pass checks each session again as it reaches it, and such a session
-        starts a new wave.
+        The kept impressions are packed from row ``i`` on (the earlier sessions' rows end there).
+        ``spent`` (micro-yuan billed per campaign in this batch so far), ``dead`` (campaigns that
+        crossed their budget, or ran out before the batch), ``k_col_dead`` (their columns, and
+        exhausted ones: out of every auction) and ``over`` (the rows' crossing flags) carry over
+        from one call to the next.
 
-        The kept impressions are packed to the front of ``out``.  A session auctioned again has no
-        more impressions than before (its candidates are a subset), so the packing never overtakes
-        the rows still to be read.  Returns the number kept, the ``over`` flags and the number of
-        auctions run again.
+        The first session that needs a new auction starts a wave: every later session whose auction
+        has a campaign dead by then is auctioned again and served anew at once (over the threads,
+        into the session's own rows, which the pass has yet to read).  That is what serving them one
+        by one would give, unless another campaign runs out before the serving reaches them and it is
+        among their new winners: the time-order pass checks each session again as it reaches it, and
+        such a session starts a new wave.  A session auctioned again has no more impressions than
+        before (its candidates are a subset), so the packing never overtakes the rows still to be read.
         """
         camp, view = tables[3], tables[25]
         session, slot, col, flags, prices, amount, relevance, lift, frequency = out
-        n_s, n_slots = paid.shape
-        over = np.zeros(amount.shape[0], dtype=np.bool_)
-        spent = np.zeros(remaining.shape[0], dtype=np.int64)  # micro-yuan billed per campaign in this batch so far
-        dead = dead_before.copy()  # campaigns that crossed their budget in an earlier session
+        n_slots = paid.shape[1]
         n_cols = camp.shape[0]
-        col_dead = np.empty(n_cols, dtype=np.bool_)  # columns out of the re-auctions: exhausted or dead
-        for jj in range(n_cols):
-            col_dead[jj] = k_exhausted[jj] or dead[camp[jj]]
         n_buckets = k_bucket_power.shape[0]
         mults = np.empty((64, n_buckets))
         tops = np.empty((64, n_buckets))
         visit = np.empty((64, n_buckets), dtype=np.int32)
-        end = start[1:].copy()  # session s's rows: start[s] .. end[s] - 1 (fewer once auctioned again)
-        wave = np.empty(n_s, dtype=np.int64)
+        end = start[s0 + 1 : s1 + 1].copy()  # session s's rows: start[s] .. end[s - s0] - 1 (fewer once auctioned again)
+        wave = np.empty(min(WAVE_SESSIONS, s1 - s0), dtype=np.int64)
         overflow = np.zeros(64, dtype=np.bool_)
         n_again = 0
-        i = 0
-        for s in range(n_s):
+        for s in range(s0, s1):
             if _hit(order, s, camp, dead):
                 n_wave = 0
-                for t in range(s, min(s + WAVE_SESSIONS, n_s)):
+                for t in range(s, min(s + WAVE_SESSIONS, s1)):
                     if _hit(order, t, camp, dead):
                         wave[n_wave] = t
                         n_wave += 1
@@ -568,7 +571,7 @@ if kernels.numba is not None:
                     w0, w1 = blk * n_wave // n_blocks, (blk + 1) * n_wave // n_blocks
                     kernels.scan_sessions(
                         wave, w0, w1, order, sorted_ranks, mults[blk], tops[blk], visit[blk], k_users, k_device,
-                        k_admitted, k_audience, k_picks, k_u_part, k_col_group, k_col_audience, col_dead, k_col_ad,
+                        k_admitted, k_audience, k_picks, k_u_part, k_col_group, k_col_audience, k_col_dead, k_col_ad,
                         k_cap, k_col_multi, k_col_slot, k_share, k_phase, k_col_topic, k_freq, k_user_lift,
                         k_per_event, k_device_mult, k_has_device, k_base_rate, k_lift_power, k_qs_factor, k_width,
                         k_floor, k_value_lift, k_bound, k_bin_cols, k_bin_start, k_bucket_topic, k_bucket_power,
@@ -583,11 +586,11 @@ if kernels.numba is not None:
                         if start[t] + won > start[t + 1]:  # cannot happen: the candidates are a subset of the first auction's
                             overflow[blk] = True
                     if not overflow[blk]:
-                        _serve_sessions(wave, w0, w1, start, end, out, order, sorted_ranks, paid, tables)
+                        _serve_sessions(wave, w0, w1, start, end, out, order, sorted_ranks, paid, tables, s0)
                 if overflow.any():  # (raised out here: a prange loop cannot be left early)
                     raise AssertionError("a session auctioned again won more slots than before")
             first = i
-            for q in range(start[s], end[s]):  # the session's rows, packed (written out: a call per row costs)
+            for q in range(start[s], end[s - s0]):  # the session's rows, packed (written out: a call per row costs)
                 if i != q:
                     session[i] = session[q]
                     slot[i] = slot[q]
@@ -609,8 +612,8 @@ if kernels.numba is not None:
                         dead[c] = True
                         for jj in range(n_cols):
                             if camp[jj] == c:
-                                col_dead[jj] = True
-        return i, over, n_again
+                                k_col_dead[jj] = True
+        return i, n_again
 
     _settle_serial, _settle_parallel = kernels.serial_and_parallel(_settle_body, "_settle")
 
@@ -618,18 +621,37 @@ if kernels.numba is not None:
 #: Batches with at least this many impressions compute them on all cores (see :func:`respond_numba`).
 PARALLEL_IMPRESSIONS = 2_000
 
+#: Sessions auctioned at once by :func:`respond_numba`: each block is auctioned without the campaigns
+#: that ran out in the blocks before it, so only a crossing inside a block makes sessions of that block
+#: need a new auction.  (Any size gives the same results; smaller blocks start the threads more often.)
+BLOCK_SESSIONS = 16_384
+
+
+def first_auction(w: Winners) -> None:
+    """Auction every session of ``w`` among the batch's columns (into ``order``, ``sorted_ranks``, ``paid``)."""
+    w.order, w.sorted_ranks = kernels.select(w.batch)
+    w.paid = auction.rank_prices(w.mechanism, w.sorted_ranks, w.view, w.batch.floor)
+
 
 def respond_numba(w: Winners, parallel: bool | None = None) -> Served:
-    """Compiled version of :func:`respond_numpy` (identical results), in two passes.
+    """Compiled version of :func:`respond_numpy` (identical results), block by block of
+    :data:`BLOCK_SESSIONS` sessions, each in three passes:
 
-    1. Every impression of the batch as first auctioned, on all cores (``parallel``: default when
-       the batch has :data:`PARALLEL_IMPRESSIONS` impressions or more and numba may use more than
-       one thread).  An impression depends only on its session, slot and the tables, never on
-       another impression, so the threads' split cannot change a result.
-    2. One pass in time order that bills them against the budgets, auctioning again and serving
-       anew the sessions whose auction had a campaign that ran out (in waves over the threads; their
-       first-pass impressions are dropped).
+    1. its auctions (:func:`simulator.kernels.select_rows`) among the columns whose campaigns have
+       not run out by the block's first session (an auction that had such a campaign would be run
+       again without it anyway, and the others come out the same without it);
+    2. every impression of the block as auctioned, on all cores (``parallel``: default when the
+       batch has :data:`PARALLEL_IMPRESSIONS` impressions or more and numba may use more than one
+       thread).  An impression depends only on its session, slot and the tables, never on another
+       impression, so the threads' split cannot change a result;
+    3. one pass in time order that bills them against the budgets, auctioning again and serving
+       anew the sessions whose auction had a campaign that ran out inside the block (in waves over
+       the threads; their first impressions are dropped).
+
+    ``w.order``, ``w.sorted_ranks`` and ``w.paid`` are set to each session's last auction (any given
+    values are not read).
     """
+    n_s, n_slots = w.users.size, w.n_slots
     has_device = w.device_mult is not None
     dm = np.ascontiguousarray(w.device_mult, dtype=np.float64) if has_device else np.ones((w.per_event.size, 2))
     tables = (
@@ -639,27 +661,46 @@ def respond_numba(w: Winners, parallel: bool | None = None) -> Served:
         np.log1p(10.0 * w.ad_impressions_total / w.freq.shape[0]), 0.35 * np.log1p(np.arange(256, dtype=np.float64)),
         w.camp_landing, w.camp_adv, w.freq, w.familiar_keys, w.familiar_ptr, w.view, float(w.intent), w.u,
     )  # fmt: skip
-    paid = np.ascontiguousarray(w.paid)
-    start = _row_starts(w.order, w.n_slots)
-    n_imp = int(start[-1])
+    if w.order is None:  # (given arrays are written over, as the numpy path does)
+        w.order, w.sorted_ranks, w.paid = np.empty((n_s, n_slots + 1), np.int32), np.empty((n_s, n_slots + 1)), np.empty((n_s, n_slots))
+    k_args = list(kernels.kernel_args(w.batch))
+    # Columns out of every auction from here on: exhausted, or their campaign has run out (the passes
+    # add the campaigns that cross their budget).
+    dead = w.dead.copy()
+    col_dead = k_args[kernels.KERNEL_ARGS.index("exhausted")] | dead[w.camp]
+    k_args[kernels.KERNEL_ARGS.index("exhausted")] = col_dead
+    cap = n_s * n_slots  # rows enough for every slot of every session
     out = (
-        np.empty(n_imp, dtype=np.int64), np.empty(n_imp, dtype=np.int64), np.empty(n_imp, dtype=np.int32),
-        np.empty((10, n_imp), dtype=np.bool_), np.empty(n_imp), np.empty(n_imp, dtype=np.int64), np.empty(n_imp),
-        np.empty(n_imp), np.empty(n_imp, dtype=np.uint8),
+        np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int32),
+        np.empty((10, cap), dtype=np.bool_), np.empty(cap), np.empty(cap, dtype=np.int64), np.empty(cap),
+        np.empty(cap), np.empty(cap, dtype=np.uint8),
     )  # fmt: skip
-    if parallel is None:
-        parallel = kernels.use_threads(n_imp, PARALLEL_IMPRESSIONS)
+    over = np.zeros(cap, dtype=np.bool_)
+    spent = np.zeros(w.remaining.size, dtype=np.int64)
+    start = np.empty(n_s + 1, dtype=np.int64)
+    given = parallel is not None
+    if not given:
+        parallel = kernels.use_threads(cap, PARALLEL_IMPRESSIONS)
     speculate = _speculate_parallel if parallel else _speculate_serial
-    speculate(start, out, w.order, w.sorted_ranks, paid, tables)
     settle = _settle_parallel if parallel else _settle_serial
-    n, over, w.reauctions = settle(
-        start, out, w.order, w.sorted_ranks, paid, tables, w.remaining, w.dead, _MECHANISM_CODE[w.mechanism],
-        *kernels.kernel_args(w.batch),
-    )  # fmt: skip
+    mechanism, none = _MECHANISM_CODE[w.mechanism], np.empty(0, dtype=np.int64)
+    select_parallel = parallel if given else None  # (else the auctions' own threshold decides)
+    n = w.reauctions = 0
+    for s0 in range(0, n_s, BLOCK_SESSIONS):
+        s1 = min(s0 + BLOCK_SESSIONS, n_s)
+        kernels.select_rows(w.order, w.sorted_ranks, s0, s1, k_args, select_parallel)
+        _paid_rows(none, s0, s1, mechanism, w.sorted_ranks, w.view, w.batch.floor, w.paid)
+        _row_starts(w.order, n_slots, s0, s1, n, start)
+        speculate(s0, s1, start, out, w.order, w.sorted_ranks, w.paid, tables)
+        n, again = settle(
+            s0, s1, n, start, out, w.order, w.sorted_ranks, w.paid, tables, w.remaining, spent, dead, over, mechanism,
+            *k_args,
+        )  # fmt: skip
+        w.reauctions += again
     session, slot, col, flags, prices, amount, relevance, lift, frequency = out
     over, amount = over[:n], amount[:n]
     return Served(
-        n_used=w.order.shape[0],
+        n_used=n_s,
         session=session[:n],
         slot=slot[:n],
         col=col[:n],
