@@ -424,8 +424,8 @@ def test_uniforms_split_between_threads_are_the_generators_own(monkeypatch):
         np.testing.assert_array_equal(a.random(3), b.random(3))
 
 
-@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_openmp_workers_wait_passively_unless_the_user_says_otherwise(given, expected):
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE 10000"), ("ACTIVE", "ACTIVE -")])
+def test_openmp_workers_spin_briefly_unless_the_user_says_otherwise(given, expected):
     import os
     import subprocess
     import sys
@@ -434,7 +434,7 @@ def test_openmp_workers_wait_passively_unless_the_user_says_otherwise(given, exp
     if given:
         env["OMP_WAIT_POLICY"] = given
     out = subprocess.run(
-        [sys.executable, "-c", "import os, simulator; print(os.environ['OMP_WAIT_POLICY'])"],
+        [sys.executable, "-c", "import os, simulator; print(os.environ['OMP_WAIT_POLICY'], os.environ.get('GOMP_SPINCOUNT', '-'))"],
         env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert out.stdout.strip() == expected
