@@ -312,24 +312,46 @@ if kernels.numba is not None:
     def _never(u, view, z):
         """Whether ``u < view x sigmoid(z)`` is surely false, by a bound cheaper than the ``exp``.
 
-        ``u >= view`` cannot pass (the sigmoid is below 1).  For ``z < 0``, ``e^x >= 1 + x + x^2/2
-        + x^3/6`` (``x = -z``) bounds the sigmoid by ``1 / (2 + x + x^2/2 + x^3/6)``; a uniform at least
-        that (with a margin far above rounding) cannot be below the computed sigmoid either.  As the
-        sigmoid rises with ``z``, it also holds for every smaller ``z``.
+        ``u >= view`` cannot pass (the sigmoid is below 1).  For ``z < 0``, ``e^x >= p = 1 + x + x^2/2
+        + x^3/6`` (``x = -z``) bounds the sigmoid by ``1 / (1 + p)``; a uniform at least that (with a
+        margin far above rounding) cannot be below the computed sigmoid either.  As the sigmoid rises
+        with ``z``, it also holds for every smaller ``z``.  (Multiplied out: no division.)
         """
         if not (u < view):
             return True
         if z < 0.0:
             x = -z
-            bound = 1.0 / (2.0 + x + 0.5 * x * x + x * x * x / 6.0)
-            if u >= view * bound * (1.0 + 1e-9):
+            if u * (2.0 + x + 0.5 * x * x + x * x * x / 6.0) >= view * (1.0 + 1e-9):
                 return True
         return False
 
     @numba.njit(cache=True, nogil=True)
     def _occurs(u, view, z):
-        """``u < view x sigmoid(z)``, the same answer as computing it, mostly without the ``exp``."""
-        return not _never(u, view, z) and u < view * _sig(z)
+        """``u < view x sigmoid(z)``, the same answer as computing it, mostly without the ``exp``.
+
+        With ``a = |z|``, ``p = 1 + a + a^2/2 + a^3/6 <= e^a`` and ``q = 1 - a + a^2/2 - a^3/6 <= e^-a``
+        (Taylor, with remainders of one sign), the sigmoid lies between ``q / (1 + q)`` (when ``q > 0``)
+        and ``1 / (1 + p)`` for ``z < 0``, and between ``p / (1 + p)`` and ``1 / (1 + q)`` for ``z >= 0``.
+        A uniform outside those bounds, with a margin far above rounding, gets the answer the computed
+        sigmoid would give; only one between them computes it.
+        """
+        if not (u < view):
+            return False
+        a = abs(z)
+        a3 = a * a * a / 6.0
+        p = 1.0 + a + 0.5 * a * a + a3
+        q = 1.0 - a + 0.5 * a * a - a3
+        if z < 0.0:
+            if u * (1.0 + p) >= view * (1.0 + 1e-9):
+                return False
+            if q > 0.0 and u * (1.0 + q) < view * q * (1.0 - 1e-9):
+                return True
+        else:
+            if u * (1.0 + p) < view * p * (1.0 - 1e-9):
+                return True
+            if q > 0.0 and u * (1.0 + q) >= view * (1.0 + 1e-9):
+                return False
+        return u < view * _sig(z)
 
     @numba.njit(cache=True, nogil=True)
     def _paid_rows(sessions, w0, w1, mechanism, sorted_ranks, view, floor, paid):

@@ -158,7 +158,10 @@ def test_compiled_and_numpy_responses_agree_once_users_know_brands():
 def test_outcome_draws_without_the_exp_give_the_same_answer():
     """The compiled pass skips a sigmoid when a cheap bound already decides ``u < view x sigmoid(z)``."""
     rng = np.random.default_rng(3)
-    z = np.concatenate([rng.uniform(-12, 4, 20_000), [-800.0, -709.0, -40.0, -1e-300, 0.0, 1e-300, 50.0]])
+    near_zero = np.geomspace(1e-7, 1e-2, 2_000)  # where the bounds close in on the sigmoid: the margins decide
+    z = np.concatenate(
+        [rng.uniform(-12, 4, 20_000), near_zero, -near_zero, [-800.0, -709.0, -40.0, -1e-300, 0.0, 1e-300, 50.0]]
+    )
     view = rng.choice([1.0, 0.7, 0.5, 0.05], z.size)
     with np.errstate(over="ignore"):
         sig = 1.0 / (1.0 + np.exp(-z))
