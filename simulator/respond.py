@@ -315,11 +315,12 @@ if kernels.numba is not None:
         ``u >= view`` cannot pass (the sigmoid is below 1).  For ``z < 0``, ``e^x >= p = 1 + x + x^2/2
         + x^3/6`` (``x = -z``) bounds the sigmoid by ``1 / (1 + p)``; a uniform at least that (with a
         margin far above rounding) cannot be below the computed sigmoid either.  As the sigmoid rises
-        with ``z``, it also holds for every smaller ``z``.  (Multiplied out: no division.)
+        with ``z``, it also holds for every smaller ``z``.  (Multiplied out: no division; no answer
+        but the first below ``view`` = 1e-300, where the product could round differently.)
         """
         if not (u < view):
             return True
-        if z < 0.0:
+        if z < 0.0 and view >= 1e-300:
             x = -z
             if u * (2.0 + x + 0.5 * x * x + x * x * x / 6.0) >= view * (1.0 + 1e-9):
                 return True
@@ -333,10 +334,13 @@ if kernels.numba is not None:
         (Taylor, with remainders of one sign), the sigmoid lies between ``q / (1 + q)`` (when ``q > 0``)
         and ``1 / (1 + p)`` for ``z < 0``, and between ``p / (1 + p)`` and ``1 / (1 + q)`` for ``z >= 0``.
         A uniform outside those bounds, with a margin far above rounding, gets the answer the computed
-        sigmoid would give; only one between them computes it.
+        sigmoid would give; only one between them computes it.  (So does every uniform when ``view``
+        is below 1e-300, where the product with the bounds could round differently.)
         """
         if not (u < view):
             return False
+        if not (view >= 1e-300):
+            return u < view * _sig(z)
         a = abs(z)
         a3 = a * a * a / 6.0
         p = 1.0 + a + 0.5 * a * a + a3

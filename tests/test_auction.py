@@ -486,6 +486,9 @@ def test_a_child_forked_after_threaded_passes_runs_them_serially():
     child = ctx.Process(target=_count_in_child, args=(cdf, u, expected, q))
     child.start()
     child.join(120)
+    if child.is_alive():  # (a hung child would otherwise keep pytest from exiting)
+        child.kill()
+        child.join()
     assert child.exitcode == 0
     assert q.get(timeout=5)
     assert kernels.use_threads(cdf.size + u.size, kernels.PARALLEL_PAIRS)  # the parent keeps its threads
