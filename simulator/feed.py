@@ -4,12 +4,13 @@ Owns the serving loop: how many sessions an hour brings and whose they are,
 which ads are eligible in each (targeting, audiences, budget, frequency cap,
 pacing throttle, quality gate, creative split), their Ad Ranks, the auction,
 the users' responses and the billing, in time order.  An hour is served in
-time-ordered chunks, each auctioned at once (kernels.select); inside a chunk,
-when a campaign's next billing event would cross its budget, that event is
-delivered but not billed and the campaign leaves: the later sessions whose
-auction had it among their top ``n_slots + 1`` are auctioned again without it
-as the serving reaches them (respond.respond), so unbilled delivery past a
-budget is exactly the crossing event.
+time-ordered chunks, each auctioned and served by respond.respond (at once on
+the numpy path, block by block on the compiled one: the same results); inside
+a chunk, when a campaign's next billing event would cross its budget, that
+event is delivered but not billed and the campaign leaves: the later sessions
+whose auction had it among their top ``n_slots + 1`` are auctioned again
+without it as the serving reaches them, so unbilled delivery past a budget is
+exactly the crossing event.
 
 Per-session work runs in the compiled kernels (or their numpy paths); Python
 loops run over chunks and over the few campaigns with several creatives or an

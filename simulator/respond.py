@@ -1,7 +1,7 @@
 """What happens after the auction of a chunk: the users' responses and the billing, in time order.
 
-Given each session's winners (``order``, ``sorted_ranks`` and the paid ranks from
-:mod:`simulator.auction`), for every impression in time order (session by
+Given each session's auction (``order``, ``sorted_ranks`` and the paid ranks from
+:mod:`simulator.auction`; :func:`first_auction`), for every impression in time order (session by
 session, slot by slot): its price per billing event, the ground truth of what the
 user does (:mod:`simulator.engagement`), whether the campaign's billing event
 happened and what it costs, and whether that cost crosses the campaign's
@@ -14,10 +14,11 @@ Two implementations that give identical results:
 
 * :func:`respond_numpy`: whole-array numpy, piece by piece between the sessions
   that need a new auction (the reference);
-* :func:`respond_numba`: compiled, reading the user and ad tables in place: every
-  impression as first auctioned on all cores, then one pass in time order that
-  bills them and auctions again (in waves, over the threads) the sessions that
-  need it.
+* :func:`respond_numba`: compiled, reading the user and ad tables in place, block
+  by block of sessions: the block's auctions, without the campaigns that ran out
+  before it; its impressions, on all cores; then one pass in time order that
+  bills them and auctions again (in waves, over the threads) the sessions of the
+  block that need it.
 
 Random draws are made with numpy before either runs (ten uniforms per session and
 slot), so both read the same draws whatever the re-auctions change.  Order values
