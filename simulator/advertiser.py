@@ -1,10 +1,13 @@
-"""Advertisers: the Mesa agents that plan each day and pace each hour.
+"""Advertisers: the Mesa agents that plan each day.
 
 An advertiser owns its campaigns' strategy state: bid rules (composed in the
-scenario's order), one pacing controller per campaign, the optimized-CPA
-(oCPC) learning state, and its creative tests.  It writes its decisions into
-its rows of the ad book and logs each as an event; it never touches users or
-impressions.
+scenario's order), the optimized-CPA (oCPC) learning state, and its creative
+tests.  It writes its decisions into its rows of the ad book and logs each as
+an event; it never touches users or impressions.  Its strategy also names one
+pacing controller per campaign; the controllers of all campaigns run together
+each hour as rows of one array bank (``strategy.pacing.PacingBank``, driven by
+the market), since a Python call per campaign and hour would cost more than
+the auctions.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 
 from simulator import scenario as sc
 from simulator.book import BILL_CLICK, BILL_CONVERSION, MICRO, segment_mask
-from simulator.strategy import CampaignPlan, PaceState, RuleContext, make_pacer, make_rule
+from simulator.strategy import CampaignPlan, RuleContext, make_rule
 from simulator.strategy.rules import BudgetShift
 
 if TYPE_CHECKING:
@@ -38,7 +41,6 @@ class Advertiser(mesa.Agent):
         self.campaigns = [int(c) for c in np.flatnonzero(book.camp_adv == index)]
         self.campaign_specs = dict(zip(self.campaigns, spec.campaigns, strict=True))
         st = spec.strategy
-        self.pacers = {c: make_pacer(st.pacing, st.pacing_params) for c in self.campaigns}
         self.rules = [make_rule(r) for r in st.rules]
         self.history_conversions = float(spec.account.history_conversions)
         # Optimized CPA (oCPC): state per CPA campaign.
@@ -60,9 +62,6 @@ class Advertiser(mesa.Agent):
         book = m.book
         day = m.day
         cond = m.calendar.conditions(day)
-        # Today's expected traffic by hour (an event may reshape the day): the pacing plan.
-        shares = m.traffic_share * np.asarray(getattr(cond, "hour_factor", np.ones(24)), dtype=np.float64)
-        self.traffic_share = shares / shares.sum() if shares.sum() > 0 else m.traffic_share
         self._shift_budgets()
         for c in self.campaigns:
             cs = self.campaign_specs[c]
@@ -91,24 +90,6 @@ class Advertiser(mesa.Agent):
                 self._optimized_cpa(c)
             if not self.ab_done[c] and book.camp_active[c]:
                 self._creative_test(c, cs)
-
-    def pace(self, hour: int) -> None:
-        """Start of an hour: each active campaign's controller sets its bid multiplier and participation."""
-        m = self.model
-        book = m.book
-        shares = getattr(self, "traffic_share", m.traffic_share)
-        for c in self.campaigns:
-            if not book.camp_active[c]:
-                continue
-            state = PaceState(
-                hour=hour,
-                budget=float(book.camp_budget[c]),
-                spent=float(book.spent_today[c]) / MICRO,
-                hour_spend=m.ledger.hourly_spend_micro[:, c] / MICRO,
-                traffic_share=shares,
-                exhausted=bool(book.camp_exhausted[c]),
-            )
-            book.camp_pace_mult[c], book.camp_throttle[c] = self.pacers[c].update(state)
 
     def settle_day(self) -> None:
         """End of the day: count conversions into the account, settle over-cost compensation.

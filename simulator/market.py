@@ -25,6 +25,7 @@ from simulator.generate import expand_advertisers
 from simulator.ledger import Ledger
 from simulator.population import Population
 from simulator.quality import QualityModel, review_outcome
+from simulator.strategy.pacing import PacingBank
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ class Market(mesa.Model):
         Advertiser.create_agents(self, len(specs), spec=specs, index=list(range(len(specs))))
         self.advertisers = self.agents_by_type[Advertiser]
         self.traffic_share = self.calendar.hour_curve / self.calendar.hour_curve.sum()
+        strategies = [specs[a].strategy for a in self.book.camp_adv]
+        self.pacing = PacingBank([st.pacing for st in strategies], [st.pacing_params for st in strategies])
         self.datacollector = mesa.DataCollector(
             model_reporters={
                 "sessions": lambda m: m.ledger.sessions,
@@ -119,8 +122,9 @@ class Market(mesa.Model):
         # 1. Advertisers read yesterday's results and plan today.
         self.advertisers.shuffle_do("plan_day")
         # 2. Each hour: pacing updates, then that hour's sessions are auctioned in bulk.
+        share = self.hour_plan(cond)
         for hour in range(24):
-            self.advertisers.do("pace", hour)
+            self.pace(hour, share)
             self.feed.serve_hour(day, hour, cond)
         # 3. The platform settles the day: account conversions, over-cost compensation.
         self.advertisers.do("settle_day")
@@ -132,6 +136,22 @@ class Market(mesa.Model):
         self.quality.update(self.ledger.obs)
         self.ledger.reset_day()
         self.day += 1
+
+    def hour_plan(self, cond: Any) -> np.ndarray:
+        """Today's expected share of traffic by hour, (24,) summing to 1: the pacing plan (an event may reshape the day)."""
+        shares = self.traffic_share * np.asarray(getattr(cond, "hour_factor", np.ones(24)), dtype=np.float64)
+        return shares / shares.sum() if shares.sum() > 0 else self.traffic_share
+
+    def pace(self, hour: int, share: np.ndarray) -> None:
+        """Start of an hour: every active campaign's pacing controller sets its bid multiplier and participation."""
+        book = self.book
+        spent_prev = self.ledger.hourly_spend_micro[hour - 1] / MICRO if hour > 0 else None
+        mult, throttle = self.pacing.update(
+            hour, book.camp_active, book.camp_budget, book.spent_today / MICRO, spent_prev, share, book.camp_exhausted
+        )
+        active = book.camp_active
+        book.camp_pace_mult[active] = mult[active]
+        book.camp_throttle[active] = throttle[active]
 
     def run(self, days: int | None = None, progress: Any = None) -> None:
         """Step through the remaining days (``progress``: a callable called after each day)."""

@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulator import Market
 from simulator.scenario import PacingParams
-from simulator.strategy.pacing import AdaptivePacer, EvenPacer, PaceState, PidPacer
+from simulator.strategy.pacing import PACERS, AdaptivePacer, EvenPacer, PaceState, PacingBank, PidPacer, make_pacer
 from tests.conftest import make_scenario
 
 CATS = ["fashion", "food", "travel", "beauty", "home", "tech"]
@@ -151,3 +153,42 @@ def test_pid_shades_when_ahead_and_recovers_when_under_plan_never_above_the_bid(
     assert ahead < behind <= 1.0
     m, _ = pacer.update(_state(20, 240.0, 0.0, spend))  # far under plan: back to the full bid, not above
     assert m == 1.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 12), days=st.integers(1, 3))
+def test_bank_matches_the_controllers_one_campaign_at_a_time(seed: int, n: int, days: int) -> None:
+    """The array bank gives bit-identical multipliers and participation to the per-campaign controllers.
+
+    Random days: campaigns of every kind with their own gains, some inactive on
+    some days, budgets of 0 among them, spend in uneven steps (idle hours,
+    overspend, exhaustion), and traffic plans with empty hours (including an
+    empty rest of the day).
+    """
+    rng = np.random.default_rng(seed)
+    kinds = list(rng.choice(list(PACERS), size=n))
+    params = [
+        PacingParams(step=float(rng.uniform(0.01, 2.0)), kp=float(rng.uniform(0, 2)), ki=float(rng.uniform(0, 1)), kd=float(rng.uniform(0, 1)))
+        for _ in range(n)
+    ]
+    one_by_one = [make_pacer(k, p) for k, p in zip(kinds, params, strict=True)]
+    bank = PacingBank(kinds, params)
+    for _ in range(days):
+        share = rng.dirichlet(np.ones(24)) * (rng.random(24) > 0.2)
+        if rng.random() < 0.3:
+            share[rng.integers(12, 24) :] = 0.0
+        share = share / share.sum() if share.sum() > 0 else np.full(24, 1 / 24)
+        active = rng.random(n) < 0.8
+        budget = np.where(rng.random(n) < 0.1, 0.0, rng.choice([10.0, 240.0, 1e4], size=n))
+        hour_spend = np.zeros((24, n))
+        exhausted = ~active
+        for hour in range(24):
+            spent = hour_spend.sum(axis=0)
+            mult, throttle = bank.update(hour, active, budget, spent, hour_spend[hour - 1] if hour else None, share, exhausted)
+            for c in np.flatnonzero(active):
+                state = PaceState(hour, float(budget[c]), float(spent[c]), hour_spend[:, c], share, bool(exhausted[c]))
+                assert (mult[c], throttle[c]) == one_by_one[c].update(state), (kinds[c], hour)
+            # This hour's spend: none, some, or a burst past the budget; exhausted once spent reaches it.
+            step = rng.choice([0.0, 0.5, 3.0, 50.0], size=n) * rng.random(n) * active * ~exhausted
+            hour_spend[hour] = step
+            exhausted |= active & (hour_spend.sum(axis=0) >= budget) & (budget > 0)

@@ -5,7 +5,7 @@ scenario's names are checked against the literal keys of ``PACERS`` and
 ``RULES``.
 """
 
-from simulator.strategy.pacing import PACERS, Pacer, PaceState, make_pacer
+from simulator.strategy.pacing import PACERS, Pacer, PacingBank, PaceState, make_pacer
 from simulator.strategy.rules import RULES, BidRule, CampaignPlan, RuleContext, make_rule
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "CampaignPlan",
     "PaceState",
     "Pacer",
+    "PacingBank",
     "RuleContext",
     "make_pacer",
     "make_rule",

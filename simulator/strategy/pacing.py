@@ -8,6 +8,10 @@ spend plan proportional to expected traffic; ``adaptive`` shades bids
 multiplicatively from spend vs plan (Balseiro and Gur 2019, adaptive pacing
 by dual descent); ``pid`` steers the bid multiplier with a PID loop on the
 cumulative spend error.
+
+The classes are the reference, one campaign at a time; the market runs
+``PacingBank``, the same controllers as arrays over all campaigns, which the
+tests hold to identical results.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from simulator.scenario import PacingParams
 
@@ -163,3 +168,135 @@ PACERS: dict[str, type[Pacer]] = {"asap": Pacer, "even": EvenPacer, "adaptive": 
 
 def make_pacer(name: str, params: PacingParams) -> Pacer:
     return PACERS[name](params)
+
+
+class PacingBank:
+    """Every campaign's pacing controller as arrays: one hourly update for all campaigns at once.
+
+    The controllers above, one campaign at a time, are the reference: the bank
+    runs the same arithmetic, operation for operation, on the rows of each
+    kind, so its multipliers and participation shares are identical to theirs
+    (the tests hold it to that).  Pacing runs 24 times a day for every
+    campaign, and a Python call per campaign and hour costs more than the
+    auctions once advertisers number in the thousands.
+
+    State, one row per campaign: ``multiplier`` and ``throttle`` (what the
+    controller answers), ``demand`` (even; NaN until first estimated), ``mu``
+    and ``target_prev`` (adaptive; NaN when there is no plan to learn from),
+    ``integral``, ``prev_error`` and ``bias`` (pid).
+
+    Parameters
+    ----------
+    kinds : each campaign's controller name (a key of ``PACERS``)
+    params : each campaign's controller parameters
+    """
+
+    def __init__(self, kinds: list[str], params: list[PacingParams]):
+        n = len(kinds)
+        names = np.array(kinds, dtype=object)
+        self.even_idx = np.flatnonzero(names == EvenPacer.name)
+        self.adaptive_idx = np.flatnonzero(names == AdaptivePacer.name)
+        self.pid_idx = np.flatnonzero(names == PidPacer.name)
+        self.multiplier = np.ones(n)
+        self.throttle = np.ones(n)
+        self.throttle[self.even_idx] = 0.3
+        self.demand = np.full(n, np.nan)
+        self.mu = np.zeros(n)
+        self.target_prev = np.full(n, np.nan)
+        self.integral = np.zeros(n)
+        self.prev_error = np.zeros(n)
+        self.bias = np.zeros(n)
+        self.step = np.array([p.step for p in params], dtype=np.float64)
+        self.kp = np.array([p.kp for p in params], dtype=np.float64)
+        self.ki = np.array([p.ki for p in params], dtype=np.float64)
+        self.kd = np.array([p.kd for p in params], dtype=np.float64)
+
+    def update(
+        self,
+        hour: int,
+        active: NDArray[np.bool_],
+        budget: NDArray[np.float64],
+        spent: NDArray[np.float64],
+        spent_prev_hour: NDArray[np.float64] | None,
+        traffic_share: NDArray[np.float64],
+        exhausted: NDArray[np.bool_],
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Start of ``hour``: update the active campaigns' controllers.
+
+        Parameters
+        ----------
+        active, exhausted : (n_campaigns,) bool; inactive campaigns keep their state
+        budget, spent : (n_campaigns,) today's daily budget and spend so far (yuan)
+        spent_prev_hour : (n_campaigns,) spend in the hour before (yuan); None at hour 0
+        traffic_share : (24,) today's expected share of traffic by hour (sums to 1)
+
+        Returns
+        -------
+        multiplier, throttle : (n_campaigns,) the bid multiplier and participation
+            share of every campaign (the state arrays themselves: read, do not keep)
+        """
+        ts = traffic_share
+        rem = float(ts[hour:].sum())  # the traffic left today, as PaceState.remaining_share
+        left = _floor0(budget - spent)
+        prev_share = float(ts[hour - 1]) if hour > 0 else 0.0
+        # even: demand per unit of traffic share at full participation, from the last hour.
+        e = self.even_idx[active[self.even_idx]]
+        if hour > 0 and e.size:
+            th, sp = self.throttle[e], spent_prev_hour[e]
+            k = e[(th > 0.005) & (prev_share > 0) & ((sp > 0) | (th >= 0.999))]
+            observed = spent_prev_hour[k] / (self.throttle[k] * prev_share)
+            d = self.demand[k]
+            self.demand[k] = np.where(np.isnan(d), observed, 0.5 * d + 0.5 * observed)
+        d = self.demand[e]
+        planned = (d > 0) & (rem > 0)  # (NaN > 0 is False: no estimate yet)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_plan = _clip_array(left[e] / (d * rem), 0.005, 1.0)
+        th = self.throttle[e]
+        t_idle = _min1(th * 2.0) if hour > 0 else th
+        self.throttle[e] = np.where(planned, t_plan, t_idle)
+        # adaptive: mu moves by step x relative error of the last hour, scaled by 1 + mu.
+        a = self.adaptive_idx[active[self.adaptive_idx]]
+        if hour > 0:  # (at hour 0, yesterday's last plan says nothing of today's)
+            k = a[self.target_prev[a] > 0]
+            tp = self.target_prev[k]
+            error = _clip_array((spent_prev_hour[k] - tp) / tp, -1.0, 2.0)
+            mu = self.mu[k]
+            self.mu[k] = _clip_array(mu + self.step[k] * error * (1.0 + mu), 0.0, 1.0 / BID_BOUNDS[0] - 1.0)
+        target = left[a] * float(ts[hour]) / rem if rem > 0 else np.zeros(a.size)
+        self.target_prev[a] = np.where(exhausted[a], np.nan, target)
+        self.multiplier[a] = 1.0 / (1.0 + self.mu[a])
+        # pid: exp of a PID sum on the cumulative spend error (plan so far - spent) / budget.
+        p = self.pid_idx[active[self.pid_idx]]
+        if hour == 0:
+            self.bias[p] = _clip_array(self.bias[p] + self.ki[p] * self.integral[p], -3.0, 0.0)
+            self.integral[p] = 0.0
+            self.prev_error[p] = 0.0
+        b = budget[p]
+        plan = b * float(ts[:hour].sum())
+        err = np.zeros(p.size)
+        pos = b > 0
+        err[pos] = (plan[pos] - spent[p][pos]) / b[pos]
+        credit = ~((err > 0) & (self.multiplier[p] >= BID_BOUNDS[1]))  # anti-windup, as PidPacer
+        self.integral[p] = np.where(credit, self.integral[p] + err, self.integral[p])
+        u = self.bias[p] + self.kp[p] * err + self.ki[p] * self.integral[p] + self.kd[p] * (err - self.prev_error[p])
+        self.prev_error[p] = err
+        # math.exp, as the reference: numpy's exp may round differently on another CPU's vector unit.
+        grown = np.array([math.exp(x) for x in _clip_array(u, -5.0, 5.0).tolist()], dtype=np.float64)
+        self.multiplier[p] = _clip_array(grown, *BID_BOUNDS)
+        return self.multiplier, self.throttle
+
+
+def _clip_array(x: NDArray[np.float64], lo: float, hi: float) -> NDArray[np.float64]:
+    """:func:`_clip` elementwise, with its exact choices (NaN stays NaN; the bound is taken only when crossed)."""
+    y = np.where(lo > x, lo, x)
+    return np.where(hi < y, hi, y)
+
+
+def _floor0(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``max(0.0, x)`` elementwise, as Python's ``max`` picks it."""
+    return np.where(x > 0.0, x, 0.0)
+
+
+def _min1(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``min(1.0, x)`` elementwise, as Python's ``min`` picks it."""
+    return np.where(x < 1.0, x, 1.0)
