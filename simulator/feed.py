@@ -80,6 +80,7 @@ class Feed:
         # Impressions of each ad to each user today (saturating at 255): frequency cap and fatigue.
         self.freq = kernels.hot_zeros((population.n, book.n_ads), np.uint8)
         self._freq_used = False
+        self.block = 0  # the compiled responses' block size, carried from batch to batch (respond.next_block)
         # Users who clicked or converted today, per advertiser (merged into audiences at day end).
         self.clicked: list[tuple[np.ndarray, np.ndarray]] = []
         self.converted: list[tuple[np.ndarray, np.ndarray]] = []
@@ -251,7 +252,7 @@ class Feed:
             camp_landing=book.camp_landing, camp_adv=book.camp_adv, remaining=book.remaining_micro(), freq=self.freq,
             familiar_keys=self.familiar_keys, familiar_ptr=self.familiar_ptr, view=self.view, intent=cond.intent,
             u=kernels.uniforms(self.engagement_rng, (n_s, self.n_slots, 10)), dead=book.camp_exhausted.copy(), batch=batch,
-            mechanism=self.mechanism,
+            mechanism=self.mechanism, block=self.block,
         )  # fmt: skip
         before = None
         if self.trace is not None:  # the inputs as they were (the serving re-auctions in place)
@@ -263,6 +264,7 @@ class Feed:
                 ad_impressions_total=book.ad_impressions_total.copy(), batch=replace(batch, freq=freq),
             )  # fmt: skip
         served = respond.respond(winners)
+        self.block = winners.block
         if before is not None:
             eligible, lift = kernels.eligibility(batch)
             self.trace.append(

@@ -290,6 +290,8 @@ def select_numpy(b: Batch) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
 #: How many sessions ahead the compiled kernels prefetch a user's rows (cache misses on the big
 #: user tables are a large part of a session's cost at a million users).
 PREFETCH_AHEAD = 8
+#: Sessions per share of a parallel pass, at least (see :func:`n_shares`).
+SHARE_SESSIONS = 32
 
 if numba is not None:
     from llvmlite import ir as _ir
@@ -325,6 +327,13 @@ if numba is not None:
             return context.get_dummy_value()
 
         return sig, codegen
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def n_shares(n):
+        """How many shares a pass over ``n`` sessions is cut into for the threads: up to 64, of at least
+        :data:`SHARE_SESSIONS` sessions each (and two, if there are two sessions).  Each share starts
+        its prefetching afresh, so many small shares of a small block would wait on memory."""
+        return min(64, max(min(n, 2), n // SHARE_SESSIONS))
 
     @numba.njit(cache=True, nogil=True)
     def prefetch_rows(u, user_lift, freq):
@@ -377,6 +386,11 @@ if numba is not None:
         n_bins = bin_cols.shape[0]
         one = np.float32(1.0)
         listed = sessions.shape[0] > 0
+        for w in range(w0, min(w0 + PREFETCH_AHEAD, w1)):  # the first sessions' rows, all at once
+            s_first = sessions[w] if listed else w
+            prefetch_rows(users[s_first], user_lift, freq)
+            if listed:
+                prefetch(admitted, (s_first, 0))
         for w in range(w0, w1):
             s = sessions[w] if listed else w
             if w + PREFETCH_AHEAD < w1:  # a later session's rows (a hint: no effect on results)
@@ -480,7 +494,7 @@ if numba is not None:
         in blocks of sessions shared among the threads (prange)."""
         n_s = s1 - s0
         n_buckets = bucket_power.shape[0]
-        n_blocks = min(n_s, 64)
+        n_blocks = n_shares(n_s)
         mults = np.empty((n_blocks, n_buckets))
         tops = np.empty((n_blocks, n_buckets))
         visit = np.empty((n_blocks, n_buckets), dtype=np.int32)

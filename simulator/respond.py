@@ -27,6 +27,7 @@ of conversions are drawn afterwards, by the feed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -106,6 +107,9 @@ class Winners:
     #: Auctions run again while serving (set by :func:`respond_numpy` / :func:`respond_numba`); a
     #: session auctioned twice counts twice.
     reauctions: int = 0
+    #: Sessions per block for :func:`respond_numba` (0: :data:`BLOCK_SESSIONS`); it leaves here the size
+    #: its last block suggested, for the next batch to start from.  Any size gives the same results.
+    block: int = 0
 
 
 @dataclass
@@ -381,6 +385,25 @@ if kernels.numba is not None:
                 for k in range(n_slots):
                     paid[s, k] = sorted_ranks[s, k]
 
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _prefetch_rows(s, listed, users, order, cols, n_slots, user_lift, freq, taste, affinity, familiar_ptr, u):
+        """Prefetch the rows session ``s``'s impressions read (a hint: no effect on results)."""
+        usr = users[s]
+        kernels.prefetch(user_lift, (usr, 0))
+        kernels.prefetch(user_lift, (usr, user_lift.shape[1] - 1))  # rows may straddle two cache lines
+        for k in range(n_slots):  # the winners' counts only, not the whole row
+            j = order[s, k]
+            if j >= 0:
+                kernels.prefetch(freq, (usr, cols[j]))
+        kernels.prefetch(taste, (usr, 0))
+        kernels.prefetch(taste, (usr, taste.shape[1] - 1))
+        kernels.prefetch(affinity, (usr, 0))
+        kernels.prefetch(affinity, (usr, affinity.shape[1] - 1))
+        kernels.prefetch(familiar_ptr, (usr,))
+        if listed:
+            kernels.prefetch(u, (s, 0, 0))
+            kernels.prefetch(u, (s, n_slots - 1, u.shape[2] - 1))
+
     @numba.njit(cache=True, nogil=True)
     def _serve_sessions(sessions, w0, w1, start, ends, out, order, sorted_ranks, paid, tables, ends_from):
         """The impressions of sessions ``sessions[w0 .. w1 - 1]`` (``sessions`` empty: ``w0 .. w1 - 1``),
@@ -402,26 +425,17 @@ if kernels.numba is not None:
         n_slots = paid.shape[1]
         ahead = kernels.PREFETCH_AHEAD
         listed = sessions.shape[0] > 0
+        # The rows the first sessions read, all at once; then each session asks for a later one's
+        # (hints: no effect on results).
+        for w in range(w0, min(w0 + ahead, w1)):
+            _prefetch_rows(sessions[w] if listed else w, listed, users, order, cols, n_slots, user_lift, freq, taste, affinity, familiar_ptr, u)
+        for w in range(w0, min(w0 + ahead // 2, w1)):
+            kernels.prefetch(familiar_keys, (familiar_ptr[users[sessions[w] if listed else w]],))
         for w in range(w0, w1):
             s = sessions[w] if listed else w
-            # The rows a later session reads (a hint: no effect on results).
             if w + ahead < w1:
                 s_next = sessions[w + ahead] if listed else w + ahead
-                usr = users[s_next]
-                kernels.prefetch(user_lift, (usr, 0))
-                kernels.prefetch(user_lift, (usr, user_lift.shape[1] - 1))  # rows may straddle two cache lines
-                for k in range(n_slots):  # the winners' counts only, not the whole row
-                    j = order[s_next, k]
-                    if j >= 0:
-                        kernels.prefetch(freq, (usr, cols[j]))
-                kernels.prefetch(taste, (usr, 0))
-                kernels.prefetch(taste, (usr, taste.shape[1] - 1))  # rows may straddle two cache lines
-                kernels.prefetch(affinity, (usr, 0))
-                kernels.prefetch(affinity, (usr, affinity.shape[1] - 1))
-                kernels.prefetch(familiar_ptr, (usr,))
-                if listed:
-                    kernels.prefetch(u, (s_next, 0, 0))
-                    kernels.prefetch(u, (s_next, n_slots - 1, u.shape[2] - 1))
+                _prefetch_rows(s_next, listed, users, order, cols, n_slots, user_lift, freq, taste, affinity, familiar_ptr, u)
             if w + ahead // 2 < w1:  # that user's brand keys, now that the offset has arrived
                 s_near = sessions[w + ahead // 2] if listed else w + ahead // 2
                 kernels.prefetch(familiar_keys, (familiar_ptr[users[s_near]],))
@@ -516,7 +530,7 @@ if kernels.numba is not None:
         """Every impression of sessions ``s0 .. s1 - 1`` as auctioned (session ``s``'s into rows
         ``start[s]:start[s + 1]``), in blocks of sessions shared among the threads (prange)."""
         n_s = s1 - s0
-        n_blocks = min(n_s, 64)
+        n_blocks = kernels.n_shares(n_s)
         none = np.empty(0, dtype=np.int64)
         for blk in numba.prange(n_blocks):  # a plain range in the serial compilation
             b0, b1 = s0 + blk * n_s // n_blocks, s0 + (blk + 1) * n_s // n_blocks
@@ -593,7 +607,7 @@ if kernels.numba is not None:
                         wave[n_wave] = t
                         n_wave += 1
                 n_again += n_wave
-                n_blocks = min(n_wave, 64)
+                n_blocks = kernels.n_shares(n_wave)
                 for blk in numba.prange(n_blocks):  # a plain range in the serial compilation
                     w0, w1 = blk * n_wave // n_blocks, (blk + 1) * n_wave // n_blocks
                     kernels.scan_sessions(
@@ -648,10 +662,34 @@ if kernels.numba is not None:
 #: Batches with at least this many impressions compute them on all cores (see :func:`respond_numba`).
 PARALLEL_IMPRESSIONS = 2_000
 
-#: Sessions auctioned at once by :func:`respond_numba`: each block is auctioned without the campaigns
-#: that ran out in the blocks before it, so only a crossing inside a block makes sessions of that block
-#: need a new auction.  (Any size gives the same results; smaller blocks start the threads more often.)
+#: Sessions auctioned at once by :func:`respond_numba`, at most: each block is auctioned without the
+#: campaigns that ran out in the blocks before it, so only a crossing inside a block makes sessions of
+#: that block need a new auction.  (Any size gives the same results; smaller blocks cost more calls.)
 BLOCK_SESSIONS = 16_384
+#: The smallest block :func:`next_block` picks.
+MIN_BLOCK = 256
+#: A block's fixed cost (its passes' calls and thread starts), in auctions run again: about 100 us
+#: against 1.5 us here.  Only the speed depends on it.
+BLOCK_COST_REAUCTIONS = 64
+
+
+def next_block(size: int, done: int, again: int) -> int:
+    """The block size to take after a block of ``done`` sessions (``size`` asked; fewer at a batch's
+    end) that auctioned ``again`` sessions again.
+
+    Crossings in a block grow with its size, and so do the later sessions of the block each crossing
+    sends back to auction: the share auctioned again grows about in proportion to the size (``again /
+    done = k x done``), while a block's fixed cost is spread over its sessions.  Per session, ``cost /
+    size + k x size`` (in auctions) is least at ``sqrt(cost / k)``.  Blocks shrink toward it when more
+    than a tenth of their sessions were auctioned again (by 4 x at most a step) and double when fewer
+    than one in fifty were (a whole block only); in between, the size holds.
+    """
+    if again > 0.1 * done:
+        best = done * math.sqrt(BLOCK_COST_REAUCTIONS / again)
+        return int(min(size, max(MIN_BLOCK, size // 4, best)))
+    if again < 0.02 * done and done == size:
+        return min(BLOCK_SESSIONS, 2 * size)
+    return size
 
 
 def first_auction(w: Winners) -> None:
@@ -661,8 +699,9 @@ def first_auction(w: Winners) -> None:
 
 
 def respond_numba(w: Winners, parallel: bool | None = None) -> Served:
-    """Compiled version of :func:`respond_numpy` (identical results), block by block of
-    :data:`BLOCK_SESSIONS` sessions, each in three passes:
+    """Compiled version of :func:`respond_numpy` (identical results), block by block of sessions
+    (``w.block`` first, then as :func:`next_block` adapts it to the crossings; at most
+    :data:`BLOCK_SESSIONS`), each in three passes:
 
     1. its auctions (:func:`simulator.kernels.select_rows`) among the columns whose campaigns have
        not run out by the block's first session (an auction that had such a campaign would be run
@@ -676,7 +715,7 @@ def respond_numba(w: Winners, parallel: bool | None = None) -> Served:
        the threads; their first impressions are dropped).
 
     ``w.order``, ``w.sorted_ranks`` and ``w.paid`` are set to each session's last auction (any given
-    values are not read).
+    values are not read), ``w.block`` to the size for the next batch.
     """
     n_s, n_slots = w.users.size, w.n_slots
     has_device = w.device_mult is not None
@@ -713,8 +752,9 @@ def respond_numba(w: Winners, parallel: bool | None = None) -> Served:
     mechanism, none = _MECHANISM_CODE[w.mechanism], np.empty(0, dtype=np.int64)
     select_parallel = parallel if given else None  # (else the auctions' own threshold decides)
     n = w.reauctions = 0
-    for s0 in range(0, n_s, BLOCK_SESSIONS):
-        s1 = min(s0 + BLOCK_SESSIONS, n_s)
+    size, s0 = w.block or BLOCK_SESSIONS, 0
+    while s0 < n_s:
+        s1 = min(s0 + size, n_s)
         kernels.select_rows(w.order, w.sorted_ranks, s0, s1, k_args, select_parallel)
         _paid_rows(none, s0, s1, mechanism, w.sorted_ranks, w.view, w.batch.floor, w.paid)
         _row_starts(w.order, n_slots, s0, s1, n, start)
@@ -724,6 +764,9 @@ def respond_numba(w: Winners, parallel: bool | None = None) -> Served:
             *k_args,
         )  # fmt: skip
         w.reauctions += again
+        size = next_block(size, s1 - s0, again)
+        s0 = s1
+    w.block = size
     session, slot, col, flags, prices, amount, relevance, lift, frequency = out
     over, amount = over[:n], amount[:n]
     return Served(

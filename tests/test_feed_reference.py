@@ -233,18 +233,21 @@ def test_compiled_responses_split_across_threads_match_one_thread_and_numpy(monk
     assert seen["fewer"] > 0  # ... some with fewer impressions: the kept rows were packed
 
 
-@pytest.mark.parametrize("block", [16_384, 16])
-def test_budget_crossings_in_waves_match_numpy(monkeypatch, block):
+@pytest.mark.parametrize(("block", "min_block", "n_adv"), [(16_384, 256, 8), (16, 256, 8), (512, 8, 40)])
+def test_budget_crossings_in_waves_match_numpy(monkeypatch, block, min_block, n_adv):
     """Many small budgets run out within the same batches: sessions auctioned again in one wave
     can lose a new winner to a later crossing and must be auctioned again once more.  In blocks
     smaller than the batches, a block's auctions leave out the campaigns that ran out before it,
-    and fewer sessions need a new auction."""
+    and fewer sessions need a new auction.  With a small enough floor, the block size adapts to
+    the crossings (respond.next_block, carried from batch to batch): batches are cut into blocks
+    of sizes that change along the day, and the results still match."""
     if respond.kernels.numba is None:
         pytest.skip("numba is not installed")
     import copy
     import dataclasses
 
     monkeypatch.setattr(respond, "BLOCK_SESSIONS", block)
+    monkeypatch.setattr(respond, "MIN_BLOCK", min_block)
 
     from tests.conftest import SMALL
 
@@ -256,14 +259,18 @@ def test_budget_crossings_in_waves_match_numpy(monkeypatch, block):
         {
             "name": f"adv{a}",
             "category": "beauty",
-            "campaigns": [{"name": "c1", "bid": {"type": "CPM", "amount": 30.0 + 5 * a}, "budget": {"daily": 1.0 + 0.4 * a}}],
+            "campaigns": [{"name": "c1", "bid": {"type": "CPM", "amount": 30.0 + 5 * a}, "budget": {"daily": 1.0 + 0.4 * (a % 8)}}],
         }
-        for a in range(8)
+        for a in range(n_adv)
     ]
     original = respond.respond
-    seen = {"crossings": 0, "twice": 0, "again": 0, "reauctions": 0, "batches": 0}
+    seen = {"crossings": 0, "twice": 0, "again": 0, "reauctions": 0, "batches": 0, "split": 0}
+    sizes = set()
 
     def both(w):
+        first_block = w.block or block
+        seen["split"] += first_block < min(block, w.users.size)  # cut by a size carried from the batch before
+        sizes.add(first_block)
         respond.first_auction(w)
         w_numpy = dataclasses.replace(w, order=w.order.copy(), sorted_ranks=w.sorted_ranks.copy(), paid=w.paid.copy())
         before = w.order.copy()
@@ -278,7 +285,7 @@ def test_budget_crossings_in_waves_match_numpy(monkeypatch, block):
         seen["batches"] += w.users.size > block
         seen["again"] += again
         seen["reauctions"] += w.reauctions
-        if w.users.size <= block:  # one block: the compiled pass auctions each of those again, some twice
+        if w.users.size <= first_block:  # one block: the compiled pass auctions each of those again, some twice
             assert w.reauctions >= again
             seen["twice"] += w.reauctions - again
         return got
@@ -289,8 +296,29 @@ def test_budget_crossings_in_waves_match_numpy(monkeypatch, block):
     finally:
         monkeypatch.setattr(respond, "respond", original)
     assert seen["crossings"] >= 4
-    if block >= 16_384:
+    if min_block < 256:
+        assert seen["split"] > 0 and len(sizes) >= 3
+    elif block >= 16_384:
         assert seen["twice"] > 0  # some session lost a new winner to a later crossing: auctioned once more
     else:
         assert seen["batches"] > 0
         assert seen["reauctions"] < seen["again"]  # some were first auctioned without the campaigns gone
+
+
+def test_next_block_shrinks_toward_the_cheapest_size_and_grows_back():
+    """Hand-computed steps of the block size (respond.next_block; a block's cost = 64 re-auctions)."""
+    nb, cap = respond.next_block, respond.BLOCK_SESSIONS
+    # Most of a whole batch auctioned again: sqrt(64 / k) = 3,000 x sqrt(64 / 2,700) = 462, but a step
+    # shrinks by 4 x at most.
+    assert nb(cap, 3_000, 2_700) == cap // 4
+    # 1,024 x sqrt(64 / 300) = 472.97: taken (above the floor of 256 and a quarter of 1,024).
+    assert nb(1_024, 1_024, 300) == 472
+    assert nb(300, 300, 200) == 256  # 300 x sqrt(64 / 200) = 170 is below the floor
+    assert nb(37, 37, 30) == 37  # never above the size asked when shrinking
+    # Between one in fifty and one in ten: the size holds.
+    assert nb(1_000, 1_000, 50) == 1_000
+    assert nb(1_000, 1_000, 100) == 1_000
+    # Fewer than one in fifty: doubles after a whole block, up to the cap; a batch's short last block says too little.
+    assert nb(1_000, 1_000, 19) == 2_000
+    assert nb(cap, cap, 0) == cap
+    assert nb(1_000, 400, 0) == 1_000
