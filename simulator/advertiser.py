@@ -66,19 +66,19 @@ class Advertiser(mesa.Agent):
         for c in self.campaigns:
             cs = self.campaign_specs[c]
             self._apply_edits(c, cs)
-            ctx = RuleContext(
-                day=day,
-                campaign_day=day - int(book.camp_first_day[c]),
-                date=cond.date,
-                conditions=cond,
-                yesterday={k: float(v[c]) for k, v in m.ledger.yesterday.items()},
-                bid_type=cs.bid.type,
-            )
             plan = CampaignPlan()
-            if book.camp_active[c]:
+            if book.camp_active[c] and self.rules:
+                ctx = RuleContext(
+                    day=day,
+                    campaign_day=day - int(book.camp_first_day[c]),
+                    date=cond.date,
+                    conditions=cond,
+                    yesterday={k: float(v[c]) for k, v in m.ledger.yesterday.items()},
+                    bid_type=cs.bid.type,
+                )
                 for rule in self.rules:
                     rule.plan(c, ctx, plan)
-            plan.clip()
+                plan.clip()  # (a plan no rule touched is within the bounds already)
             book.camp_mult[c] = plan.multiplier
             book.camp_hour_mult[c] = plan.hour_multiplier
             book.camp_dev_mult[c] = plan.device_multiplier
@@ -91,8 +91,11 @@ class Advertiser(mesa.Agent):
             if not self.ab_done[c] and book.camp_active[c]:
                 self._creative_test(c, cs)
 
-    def settle_day(self) -> None:
+    def settle_day(self, conversions: np.ndarray, spend_micro: np.ndarray) -> None:
         """End of the day: count conversions into the account, settle over-cost compensation.
+
+        ``conversions`` and ``spend_micro``: today's per campaign (all campaigns, net of refunds
+        before the settling began; the market computes them once for all advertisers).
 
         Compensation (the platforms' cost guarantee) is settled on the whole
         window so far, from entering learning to ``compensation_days`` after
@@ -104,26 +107,24 @@ class Advertiser(mesa.Agent):
         """
         m = self.model
         book = m.book
-        conv_today = np.bincount(book.ad_camp, weights=m.ledger.obs.conversions, minlength=book.n_campaigns)
-        spend_today = m.ledger.campaign_spend_micro()
         threshold = m.config.auction.compensation_threshold
         for c in self.campaigns:
-            self.history_conversions += conv_today[c]
+            self.history_conversions += conversions[c]
             cs = self.campaign_specs[c]
             if cs.bid.type != "CPA" or c not in self.window:
                 continue
             if self.cpa_state.get(c) not in ("learning", "learned") or m.day > self.compensate_until.get(c, -1):
                 continue
             w = self.window[c]
-            w["spend"] += int(spend_today[c])
-            w["conversions"] += float(conv_today[c])
+            w["spend"] += int(spend_micro[c])
+            w["conversions"] += float(conversions[c])
             target_micro = cs.bid.amount * MICRO
             conv = w["conversions"]
             over = w["spend"] > (1.0 + threshold) * target_micro * max(conv, 0.0)
             if conv < 1 or not over:
                 continue
             owed = int(w["spend"] - math.floor(conv * target_micro)) - w["refunded"]
-            refund = min(owed, int(spend_today[c]))
+            refund = min(owed, int(spend_micro[c]))
             if refund <= 0:
                 continue
             w["refunded"] += refund

@@ -78,7 +78,7 @@ class Feed:
         self.min_quality = a.min_quality
         self.engagement_weights = quality.engagement_weights
         # Impressions of each ad to each user today (saturating at 255): frequency cap and fatigue.
-        self.freq = kernels.hot_zeros((population.n, book.n_ads), np.uint8)
+        self.freq = kernels.hot_zeros((population.n, book.n_ads), np.uint8, populate=True)  # written all over by day's end
         self._freq_used = False
         self.block = 0  # the compiled responses' block size, carried from batch to batch (respond.next_block)
         # Users who clicked or converted today, per advertiser (merged into audiences at day end).

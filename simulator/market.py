@@ -127,7 +127,8 @@ class Market(mesa.Model):
             self.pace(hour, share)
             self.feed.serve_hour(day, hour, cond)
         # 3. The platform settles the day: account conversions, over-cost compensation.
-        self.advertisers.do("settle_day")
+        conversions = np.bincount(self.book.ad_camp, weights=self.ledger.obs.conversions, minlength=self.book.n_campaigns)
+        self.advertisers.do("settle_day", conversions, self.ledger.campaign_spend_micro())
         # 4. Record the day (with the quality scores that were in force).
         self.ledger.close_day(date, self.quality, self.config.traffic.ad_slots, self.active_advertisers())
         self.datacollector.collect(self)

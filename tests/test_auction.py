@@ -1,6 +1,8 @@
 """Hand-computed auctions: exact positions and prices under gsp, vcg and first_price."""
 
 import mmap
+import os
+import re
 
 import numpy as np
 import pytest
@@ -328,6 +330,33 @@ def test_kernel_tables_are_zeroed_writable_arrays(shape):
     c = kernels.hot_copy(values)
     np.testing.assert_array_equal(c, values)
     assert c.dtype == np.float32
+
+
+def _resident_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * mmap.PAGESIZE / 2**20
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads Linux's /proc")
+def test_populated_tables_are_backed_in_the_background_and_still_zero():
+    """``populate=True``: the OS backs the whole table at once, on a thread (``MADV_POPULATE_WRITE``);
+    without it, a fresh table takes no memory until written.  Either way it reads as zeros."""
+    shape = (64, 1 << 20)  # 64 MB
+    before = _resident_mb()
+    lazy = kernels.hot_zeros(shape, np.uint8)
+    assert _resident_mb() - before < 16
+    populated = kernels.hot_zeros(shape, np.uint8)
+    thread = kernels.populate_in_background(populated)
+    assert thread is not None
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    release = tuple(int(x) for x in re.findall(r"\d+", os.uname().release)[:2])
+    if release < (5, 14):  # the kernel does not know the advice: nothing is done
+        pytest.skip("MADV_POPULATE_WRITE needs Linux 5.14")
+    assert _resident_mb() - before >= 48
+    assert not populated.any() and not lazy.any()
+    populated[5, 7] = 3
+    assert int(populated.sum()) == 3
 
 
 def test_compiled_feed_passes_match_their_numpy_twins(monkeypatch):
