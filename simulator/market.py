@@ -286,14 +286,19 @@ class Market(mesa.Model):
         rng = self.streams["review"]
         reading = np.clip(book.ad_content + rng.normal(0.0, self.config.quality.review_noise, book.n_ads), 0.0, 1.0)
         sample = rng.choice(pop.n, size=min(pop.n, 20_000), replace=False)
+        segments, interests = pop.segment[sample], pop.interest_bits[sample]
         rel_prior = np.zeros(book.n_ads)
+        means: dict[tuple[bytes, int, int], float] = {}  # ads of one topic to one audience share their prior
         for a in range(book.n_ads):
             c = book.ad_camp[a]
-            ok = book.camp_seg_ok[c][pop.segment[sample]]
-            if book.camp_interest_bits[c]:
-                ok &= (pop.interest_bits[sample] & book.camp_interest_bits[c]) != 0
-            users = sample[ok] if ok.any() else sample
-            rel_prior[a] = float(pop.affinity[users, book.ad_topic[a]].mean())
+            key = (book.camp_seg_ok[c].tobytes(), int(book.camp_interest_bits[c]), int(book.ad_topic[a]))
+            if key not in means:
+                ok = book.camp_seg_ok[c][segments]
+                if book.camp_interest_bits[c]:
+                    ok &= (interests & book.camp_interest_bits[c]) != 0
+                users = sample[ok] if ok.any() else sample
+                means[key] = float(pop.affinity[users, book.ad_topic[a]].mean())
+            rel_prior[a] = means[key]
         initial = np.array([np.nan if camp.initial_quality is None else camp.initial_quality for camp in self._campaign_specs()])
         return QualityModel(
             self.config.quality,
