@@ -90,7 +90,7 @@ def populate_in_background(table: NDArray) -> threading.Thread | None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         madvise = libc.madvise
-    except (OSError, AttributeError):  # pragma: no cover - no C library to call
+    except (OSError, AttributeError, TypeError):  # pragma: no cover - no C library to call
         return None
     madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     madvise.restype = ctypes.c_int

@@ -681,10 +681,11 @@ def next_block(size: int, done: int, again: int) -> int:
     sends back to auction: the share auctioned again grows about in proportion to the size (``again /
     done = k x done``), while a block's fixed cost is spread over its sessions.  Per session, ``cost /
     size + k x size`` (in auctions) is least at ``sqrt(cost / k)``.  Blocks shrink toward it when more
-    than a tenth of their sessions were auctioned again (by 4 x at most a step) and double when fewer
-    than one in fifty were (a whole block only); in between, the size holds.
+    than a tenth of their sessions were auctioned again (by 4 x at most a step; a batch's short last
+    block only if it had :data:`MIN_BLOCK` sessions) and double when fewer than one in fifty were (a
+    whole block only); in between, the size holds.
     """
-    if again > 0.1 * done:
+    if again > 0.1 * done and done >= min(size, MIN_BLOCK):
         best = done * math.sqrt(BLOCK_COST_REAUCTIONS / again)
         return int(min(size, max(MIN_BLOCK, size // 4, best)))
     if again < 0.02 * done and done == size:

@@ -315,6 +315,8 @@ def test_next_block_shrinks_toward_the_cheapest_size_and_grows_back():
     assert nb(1_024, 1_024, 300) == 472
     assert nb(300, 300, 200) == 256  # 300 x sqrt(64 / 200) = 170 is below the floor
     assert nb(37, 37, 30) == 37  # never above the size asked when shrinking
+    assert nb(cap, 1, 1) == cap  # a batch's one-session tail says too little to shrink on
+    assert nb(cap, 300, 200) == cap // 4  # ... a tail of 300 is enough
     # Between one in fifty and one in ten: the size holds.
     assert nb(1_000, 1_000, 50) == 1_000
     assert nb(1_000, 1_000, 100) == 1_000

@@ -249,7 +249,7 @@ class PacingBank:
             self.demand[k] = np.where(np.isnan(d), observed, 0.5 * d + 0.5 * observed)
         d = self.demand[e]
         planned = (d > 0) & (rem > 0)  # (NaN > 0 is False: no estimate yet)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(all="ignore"):  # (no estimate, or a vanishing one: inf and NaN are set aside or clipped)
             t_plan = _clip_array(left[e] / (d * rem), 0.005, 1.0)
         th = self.throttle[e]
         t_idle = _min1(th * 2.0) if hour > 0 else th
