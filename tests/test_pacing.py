@@ -192,3 +192,22 @@ def test_bank_matches_the_controllers_one_campaign_at_a_time(seed: int, n: int, 
             step = rng.choice([0.0, 0.5, 3.0, 50.0], size=n) * rng.random(n) * active * ~exhausted
             hour_spend[hour] = step
             exhausted |= active & (hour_spend.sum(axis=0) >= budget) & (budget > 0)
+
+
+@pytest.mark.parametrize(("left", "expected"), [(5.0, 1.0), (0.0, 0.005)])
+def test_even_pacing_with_a_vanishing_demand_estimate(left: float, expected: float) -> None:
+    """A demand estimate that halves through weeks of idle hours ends below what a float holds
+    (demand x traffic left underflows to 0): money left buys full participation, none buys the
+    least, in the controller and in the bank alike (no division by zero, no NaN)."""
+    share = np.full(24, 1 / 24)
+    pacer = EvenPacer(PacingParams())
+    pacer.demand = 5e-324  # the smallest subnormal: times the traffic left, 0.0
+    bank = PacingBank(["even"], [PacingParams()])
+    bank.demand[0] = 5e-324
+    spend = np.zeros((24, 1))
+    # At noon half the day's traffic is left: 5e-324 x 0.5 rounds to 0.  (No spend in the hour before,
+    # at participation 0.3: the estimate is not updated.)
+    state = PaceState(hour=12, budget=left, spent=0.0, hour_spend=spend[:, 0], traffic_share=share)
+    assert pacer.update(state) == (1.0, expected)
+    mult, throttle = bank.update(12, np.ones(1, bool), np.array([left]), np.zeros(1), spend[11], share, np.zeros(1, bool))
+    assert (mult[0], throttle[0]) == (1.0, expected)

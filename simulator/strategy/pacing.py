@@ -49,6 +49,14 @@ class PaceState:
         return left * float(self.traffic_share[self.hour]) / rem if rem > 0 else 0.0
 
 
+def _ratio(left: float, demand: float) -> float:
+    """``left / demand``, where a demand too small to represent (underflowed to 0) reads as vanishing:
+    any money left then buys full participation, none buys none."""
+    if demand > 0:
+        return left / demand
+    return math.inf if left > 0 else 0.0
+
+
 def _clip(x: float, lo: float, hi: float) -> float:
     """``np.clip`` of one Python float (the same value, without numpy's per-call cost; pacing runs hourly per campaign)."""
     return float(min(max(x, lo), hi))
@@ -93,7 +101,7 @@ class EvenPacer(Pacer):
         rem = s.remaining_share()
         left = max(0.0, s.budget - s.spent)
         if self.demand is not None and self.demand > 0 and rem > 0:
-            self.throttle = _clip(left / (self.demand * rem), 0.005, 1.0)
+            self.throttle = _clip(_ratio(left, self.demand * rem), 0.005, 1.0)
         elif s.hour > 0:
             self.throttle = min(1.0, self.throttle * 2.0)
         return 1.0, self.throttle
@@ -249,8 +257,10 @@ class PacingBank:
             self.demand[k] = np.where(np.isnan(d), observed, 0.5 * d + 0.5 * observed)
         d = self.demand[e]
         planned = (d > 0) & (rem > 0)  # (NaN > 0 is False: no estimate yet)
-        with np.errstate(all="ignore"):  # (no estimate, or a vanishing one: inf and NaN are set aside or clipped)
-            t_plan = _clip_array(left[e] / (d * rem), 0.005, 1.0)
+        with np.errstate(all="ignore"):  # (no estimate: NaN, set aside below; a vanishing one: as _ratio)
+            demand = d * rem
+            ratio = np.where(demand > 0, left[e] / demand, np.where(left[e] > 0, np.inf, 0.0))
+            t_plan = _clip_array(ratio, 0.005, 1.0)
         th = self.throttle[e]
         t_idle = _min1(th * 2.0) if hour > 0 else th
         self.throttle[e] = np.where(planned, t_plan, t_idle)
