@@ -407,11 +407,11 @@ if numba is not None:
 
     @numba.njit(cache=True, nogil=True)
     def scan_sessions(
-        sessions, w0, w1, order, sorted_ranks, mults, tops, visit,
+        sessions, w0, w1, order, sorted_ranks, mults, tops,
         users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
         col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
         base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bin_cols, bin_start, bucket_topic,
-        bucket_power,
+        bucket_power, first_bound,
     ):  # fmt: skip
         """Sessions ``sessions[w0 .. w1 - 1]`` (``sessions`` empty: ``w0 .. w1 - 1``): each one's best
         ``width`` columns into its row of ``order`` and ``sorted_ranks`` (reset here).
@@ -420,7 +420,12 @@ if numba is not None:
         the columns its pacing throttle might let in, bucket ``b`` at
         ``bin_start[rb, b]:bin_start[rb, b + 1]`` of ``bin_cols[rb]``, in the bucket's order.
 
-        ``mults``, ``tops`` and ``visit`` are scratch space of one entry per bucket.  (One call scans
+        ``first_bound[rb, b]``: the bound of the bin's first column in bucket ``b`` (-1: none), which
+        times the user's lift factor of the bucket bounds every rank in it.  Buckets are scanned
+        best bound first, each picked when the last one is done (most sessions fill their slots from
+        two or three of them, so sorting all of them would cost more).
+
+        ``mults`` and ``tops`` are scratch space of one entry per bucket.  (One call scans
         many sessions: a call per session would pass the forty arrays each time, and count references
         to each.)
         """
@@ -457,20 +462,19 @@ if numba is not None:
                     for _ in range(e - 1):
                         mult = mult * lf_b
                 mults[b] = mult
-                first, end = bin_start[rb, b], bin_start[rb, b + 1]
-                top = bound[bin_cols[rb, first]] * mult if first < end else -1.0  # (-1: none in this bin)
-                tops[b] = top
-                p = b
-                while p > 0 and tops[visit[p - 1]] < top:
-                    visit[p] = visit[p - 1]
-                    p -= 1
-                visit[p] = b
-            for i in range(n_buckets):
-                b = visit[i]
-                mult = mults[b]
-                top = tops[b]
+                top = first_bound[rb, b] * mult
+                tops[b] = top if top == top else np.inf  # (a NaN bound is scanned, never pruned)
+            for _ in range(n_buckets):
+                b = 0  # the best bucket not scanned yet (the first of equals)
+                top = tops[0]
+                for c in range(1, n_buckets):
+                    if tops[c] > top:
+                        top = tops[c]
+                        b = c
                 if top < floor or (count == width and top < sorted_ranks[s, width - 1]):
-                    break  # buckets come best first: nothing further can win
+                    break  # the best bucket left cannot win a slot: nothing further can
+                tops[b] = -np.inf  # (scanned)
+                mult = mults[b]
                 for q in range(bin_start[rb, b], bin_start[rb, b + 1]):
                     j = bin_cols[rb, q]
                     bj = bound[j] * mult
@@ -530,7 +534,7 @@ if numba is not None:
         users, device, admitted, audience, picks, u_part, col_group, col_audience, exhausted, col_ad, cap,
         col_multi, col_slot, share, phase, col_topic, freq, user_lift, per_event, device_mult, has_device,
         base_rate, lift_power, qs_factor, width, floor, value_lift, bound, bin_cols, bin_start, bucket_topic,
-        bucket_power,
+        bucket_power, first_bound,
     ):  # fmt: skip
         """Sessions ``s0 .. s1 - 1``' best ``width`` columns into their rows of ``order`` and ``sorted_ranks``,
         in blocks of sessions shared among the threads (prange)."""
@@ -539,15 +543,14 @@ if numba is not None:
         n_blocks = n_shares(n_s)
         mults = np.empty((n_blocks, n_buckets))
         tops = np.empty((n_blocks, n_buckets))
-        visit = np.empty((n_blocks, n_buckets), dtype=np.int32)
         all_sessions = np.empty(0, dtype=np.int64)
         for blk in numba.prange(n_blocks):  # prange is a plain range in the serial compilation
             scan_sessions(
                 all_sessions, s0 + blk * n_s // n_blocks, s0 + (blk + 1) * n_s // n_blocks, order, sorted_ranks,
-                mults[blk], tops[blk], visit[blk], users, device, admitted, audience, picks, u_part, col_group,
+                mults[blk], tops[blk], users, device, admitted, audience, picks, u_part, col_group,
                 col_audience, exhausted, col_ad, cap, col_multi, col_slot, share, phase, col_topic, freq, user_lift,
                 per_event, device_mult, has_device, base_rate, lift_power, qs_factor, width, floor, value_lift, bound,
-                bin_cols, bin_start, bucket_topic, bucket_power,
+                bin_cols, bin_start, bucket_topic, bucket_power, first_bound,
             )  # fmt: skip
 
     _select_serial, _select_parallel = serial_and_parallel(_select_body, "_select")
@@ -607,7 +610,7 @@ KERNEL_ARGS = (
     "users", "device", "admitted", "audience", "picks", "u_part", "col_group", "col_audience", "exhausted", "col_ad",
     "cap", "col_multi", "col_slot", "share", "phase", "col_topic", "freq", "user_lift", "per_event", "device_mult",
     "has_device", "base_rate", "lift_power", "qs_factor", "width", "floor", "value_lift", "bound", "bin_cols",
-    "bin_start", "bucket_topic", "bucket_power",
+    "bin_start", "bucket_topic", "bucket_power", "first_bound",
 )  # fmt: skip
 
 
@@ -630,15 +633,22 @@ def kernel_args(b: Batch) -> tuple:
 
 def _buckets(b: Batch) -> tuple:
     """The kernel's pruning inputs: bound, the throttle bins' column lists (:func:`throttle_bins`),
-    bucket topics and powers (one open bucket if none)."""
+    bucket topics and powers (one open bucket if none), and per bin and bucket the bound of its
+    first column (-1 where the bin has none of the bucket's columns)."""
     n_a = b.per_event.size
     bound = np.full(n_a, np.inf) if b.bound is None else np.ascontiguousarray(b.bound, dtype=np.float64)
     if b.bucket_start is None:  # one bucket whose bound needs no lift (a global bound, or none)
-        return bound, *throttle_bins(b.share, b.phase, np.array([0, n_a])), np.zeros(1, np.int32), np.zeros(1, np.int8)
-    return (
-        bound, *throttle_bins(b.share, b.phase, b.bucket_start),
-        np.ascontiguousarray(b.bucket_topic, dtype=np.int32), np.ascontiguousarray(b.bucket_power, dtype=np.int8),
-    )  # fmt: skip
+        bin_cols, bin_start = throttle_bins(b.share, b.phase, np.array([0, n_a]))
+        topic, power = np.zeros(1, np.int32), np.zeros(1, np.int8)
+    else:
+        bin_cols, bin_start = throttle_bins(b.share, b.phase, b.bucket_start)
+        topic = np.ascontiguousarray(b.bucket_topic, dtype=np.int32)
+        power = np.ascontiguousarray(b.bucket_power, dtype=np.int8)
+    first, listed = bin_start[:, :-1], bin_start[:, 1:] > bin_start[:, :-1]
+    first_bound = np.full(first.shape, -1.0)
+    if n_a:
+        first_bound[listed] = bound[np.take_along_axis(bin_cols, np.minimum(first, n_a - 1), axis=1)][listed]
+    return bound, bin_cols, bin_start, topic, power, first_bound
 
 
 #: Bins of the participation draw ``u_part`` (a power of two, so a draw's bin is exact).

@@ -568,6 +568,7 @@ if kernels.numba is not None:
         k_col_dead, k_col_ad, k_cap, k_col_multi, k_col_slot, k_share, k_phase, k_col_topic, k_freq, k_user_lift,
         k_per_event, k_device_mult, k_has_device, k_base_rate, k_lift_power, k_qs_factor, k_width, k_floor,
         k_value_lift, k_bound, k_bin_cols, k_bin_start, k_bucket_topic, k_bucket_power,
+        k_first_bound,
     ):  # fmt: skip
         """Bill the speculated impressions of sessions ``s0 .. s1 - 1`` in time order against the budgets,
         auctioning again (and serving anew) each session whose auction had a campaign that ran out in
@@ -594,7 +595,6 @@ if kernels.numba is not None:
         n_buckets = k_bucket_power.shape[0]
         mults = np.empty((64, n_buckets))
         tops = np.empty((64, n_buckets))
-        visit = np.empty((64, n_buckets), dtype=np.int32)
         end = start[s0 + 1 : s1 + 1].copy()  # session s's rows: start[s] .. end[s - s0] - 1 (fewer once auctioned again)
         wave = np.empty(min(WAVE_SESSIONS, s1 - s0), dtype=np.int64)
         overflow = np.zeros(64, dtype=np.bool_)
@@ -611,11 +611,11 @@ if kernels.numba is not None:
                 for blk in numba.prange(n_blocks):  # a plain range in the serial compilation
                     w0, w1 = blk * n_wave // n_blocks, (blk + 1) * n_wave // n_blocks
                     kernels.scan_sessions(
-                        wave, w0, w1, order, sorted_ranks, mults[blk], tops[blk], visit[blk], k_users, k_device,
+                        wave, w0, w1, order, sorted_ranks, mults[blk], tops[blk], k_users, k_device,
                         k_admitted, k_audience, k_picks, k_u_part, k_col_group, k_col_audience, k_col_dead, k_col_ad,
                         k_cap, k_col_multi, k_col_slot, k_share, k_phase, k_col_topic, k_freq, k_user_lift,
                         k_per_event, k_device_mult, k_has_device, k_base_rate, k_lift_power, k_qs_factor, k_width,
-                        k_floor, k_value_lift, k_bound, k_bin_cols, k_bin_start, k_bucket_topic, k_bucket_power,
+                        k_floor, k_value_lift, k_bound, k_bin_cols, k_bin_start, k_bucket_topic, k_bucket_power, k_first_bound,
                     )  # fmt: skip
                     _paid_rows(wave, w0, w1, mechanism, sorted_ranks, view, k_floor, paid)
                     for w in range(w0, w1):
