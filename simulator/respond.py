@@ -362,6 +362,39 @@ if kernels.numba is not None:
                 return False
         return u < view * _sig(z)
 
+    #: Each event's ``z`` (engagement.probabilities) as ``z0 + rel x relevance + auth x authenticity + content x
+    #: content + vertical x vertical - fatigue``, one row per event in the order of the uniforms (click, like,
+    #: comment, save, share, follow, video completion); the click's row counts the familiarity term at its
+    #: largest.  Only :func:`_may_respond`'s bound uses these; the exact sigmoids are written out below.
+    _Z0 = np.array([-4.8 + _FC_MAX, -4.6, -6.6, -5.2, -6.9, -7.2, -1.6, 0.0])
+    _Z_REL = np.array([2.4, 2.0, 1.8, 2.2, 2.0, 1.6, 1.8, 0.0])
+    _Z_AUTH = np.array([0.0, 1.4, 1.8, 0.8, 1.2, 1.6, 1.0, 0.0])
+    _Z_CONTENT = np.array([1.6, 1.0, 0.0, 1.4, 0.8, 0.0, 0.0, 0.0])
+    _Z_VERTICAL = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.6, 0.0])
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _may_respond(u, s, k, view, rel_hi, auth, content, vertical, fatigue, video):
+        """The events an impression might draw, as bits (``1 << lane``, lanes as the rows of ``_Z0``): a
+        clear bit means that event surely does not occur.  The test is :func:`_never`'s, for every event
+        at once, at the largest relevance the hidden taste allows (``rel_hi``, taste sigmoid 1).
+
+        Every event's ``z`` rises with the relevance, and :func:`_never` at a larger ``z`` implies it at
+        a smaller one.  The terms are added in another order than the exact expressions', which moves
+        ``z`` by a few units in the last place: the bound's margin (1e-9) is far above that.  Written
+        as one pass over eight lanes without branches, so the compiler can use vector instructions
+        (the eighth lane is padding; the video lane counts for video ads only).
+        """
+        margin = view * (1.0 + 1e-9)
+        tiny = not (view >= 1e-300)
+        hit = 0
+        for e in range(8):
+            z = _Z0[e] + _Z_REL[e] * rel_hi + _Z_AUTH[e] * auth + _Z_CONTENT[e] * content + _Z_VERTICAL[e] * vertical - fatigue
+            x = -z
+            ue = u[s, k, e]
+            never = (ue >= view) | ((z < 0.0) & (ue * (2.0 + x + 0.5 * x * x + x * x * x / 6.0) >= margin) & (not tiny))
+            hit = hit | (np.int64((not never) & ((e < 6) | ((e == 6) & video))) << e)
+        return hit
+
     @numba.njit(cache=True, nogil=True)
     def _paid_rows(sessions, w0, w1, mechanism, sorted_ranks, view, floor, paid):
         """The paid ranks of sessions ``sessions[w0 .. w1 - 1]`` (``sessions`` empty: ``w0 .. w1 - 1``), as
@@ -457,44 +490,47 @@ if kernels.numba is not None:
                 rank = sorted_ranks[s, k]
                 ratio = paid[s, k] / rank if rank > 0 else 0.0
                 price = value * min(ratio, 1.0)
-                # Ground truth; _occurs skips the sigmoids whose answer a cheap bound already gives.
-                acc = taste[usr, 0] * ad_taste[ad, 0]
-                for d in range(1, taste.shape[1]):
-                    acc = acc + taste[usr, d] * ad_taste[ad, d]
                 rel_obs = np.float64(affinity[usr, topic])
-                rel = (1 - TASTE_WEIGHT) * rel_obs + TASTE_WEIGHT * _sig(1.5 * np.float64(acc))
                 f0 = freq[usr, ad]
                 fatigue = fatigue_freq[f0] + 0.12 * wear[ad]
                 auth = ad_authenticity[ad] - 0.5
                 content = ad_content[ad] - 0.5
                 vw = view[k]
-                # Brand familiarity matters only through the click (a conversion needs one): it is looked
-                # up only when a user who knew the brand might click.
-                known = 0.0
-                click = False
-                if not _never(u[s, k, 0], vw, -4.8 + 2.4 * rel + 1.6 * content + _FC_MAX - fatigue):
-                    key = (np.int64(usr) << 32) | np.int64(camp_adv[c])
-                    for q in range(familiar_ptr[usr], familiar_ptr[usr + 1]):  # this user's few keys
-                        if familiar_keys[q] == key:
-                            known = 1.0
-                    click = _occurs(u[s, k, 0], vw, -4.8 + 2.4 * rel + 1.6 * content + _FC * known - fatigue)
-                like = _occurs(u[s, k, 1], vw, -4.6 + 2.0 * rel + 1.4 * auth + 1.0 * content - fatigue)
-                save = _occurs(u[s, k, 3], vw, -5.2 + 2.2 * rel + 0.8 * auth + 1.4 * content - fatigue)
-                comment = _occurs(u[s, k, 2], vw, -6.6 + 1.8 * rel + 1.8 * auth - fatigue)
-                share = _occurs(u[s, k, 4], vw, -6.9 + 2.0 * rel + 1.2 * auth + 0.8 * content - fatigue)
-                follow = _occurs(u[s, k, 5], vw, -7.2 + 1.6 * rel + 1.6 * auth - fatigue)
-                video = False
-                if ad_video[ad]:
-                    video = _occurs(u[s, k, 6], vw, -1.6 + 1.8 * rel + 1.0 * auth + 0.6 * ad_vertical[ad] - fatigue)
-                conversion = False
-                bounce = False
-                if click:
-                    has_landing = not np.isnan(camp_landing[c])
-                    landing = (camp_landing[c] if has_landing else 0.6) - 0.5
-                    p_conv = min(1.0, intent * _sig(-5.6 + 1.8 * rel + 2.2 * landing + 0.6 * content + _FV * known))
-                    conversion = u[s, k, 7] < p_conv
-                    if not conversion and has_landing:
-                        bounce = u[s, k, 8] < _sig(0.4 - 3.5 * landing - 1.2 * rel)
+                click = like = save = comment = share = follow = video = conversion = bounce = False
+                # Over half the impressions draw no event: a bound at the largest relevance the taste allows
+                # says so without the taste, the familiarity or any exp, and it rules out most events of the
+                # others.  The events it leaves are ground truth, where _occurs still skips the sigmoids
+                # whose answer a cheap bound gives.
+                rel_hi = (1 - TASTE_WEIGHT) * rel_obs + TASTE_WEIGHT * 1.0
+                maybe = _may_respond(u, s, k, vw, rel_hi, auth, content, ad_vertical[ad], fatigue, ad_video[ad])
+                if maybe:
+                    acc = taste[usr, 0] * ad_taste[ad, 0]
+                    for d in range(1, taste.shape[1]):
+                        acc = acc + taste[usr, d] * ad_taste[ad, d]
+                    rel = (1 - TASTE_WEIGHT) * rel_obs + TASTE_WEIGHT * _sig(1.5 * np.float64(acc))
+                    # Brand familiarity matters only through the click (a conversion needs one): it is looked
+                    # up only when a user who knew the brand might click.
+                    known = 0.0
+                    if maybe & 1 and not _never(u[s, k, 0], vw, -4.8 + 2.4 * rel + 1.6 * content + _FC_MAX - fatigue):
+                        key = (np.int64(usr) << 32) | np.int64(camp_adv[c])
+                        for q in range(familiar_ptr[usr], familiar_ptr[usr + 1]):  # this user's few keys
+                            if familiar_keys[q] == key:
+                                known = 1.0
+                        click = _occurs(u[s, k, 0], vw, -4.8 + 2.4 * rel + 1.6 * content + _FC * known - fatigue)
+                    like = maybe & 2 != 0 and _occurs(u[s, k, 1], vw, -4.6 + 2.0 * rel + 1.4 * auth + 1.0 * content - fatigue)
+                    save = maybe & 8 != 0 and _occurs(u[s, k, 3], vw, -5.2 + 2.2 * rel + 0.8 * auth + 1.4 * content - fatigue)
+                    comment = maybe & 4 != 0 and _occurs(u[s, k, 2], vw, -6.6 + 1.8 * rel + 1.8 * auth - fatigue)
+                    share = maybe & 16 != 0 and _occurs(u[s, k, 4], vw, -6.9 + 2.0 * rel + 1.2 * auth + 0.8 * content - fatigue)
+                    follow = maybe & 32 != 0 and _occurs(u[s, k, 5], vw, -7.2 + 1.6 * rel + 1.6 * auth - fatigue)
+                    if maybe & 64:
+                        video = _occurs(u[s, k, 6], vw, -1.6 + 1.8 * rel + 1.0 * auth + 0.6 * ad_vertical[ad] - fatigue)
+                    if click:
+                        has_landing = not np.isnan(camp_landing[c])
+                        landing = (camp_landing[c] if has_landing else 0.6) - 0.5
+                        p_conv = min(1.0, intent * _sig(-5.6 + 1.8 * rel + 2.2 * landing + 0.6 * content + _FV * known))
+                        conversion = u[s, k, 7] < p_conv
+                        if not conversion and has_landing:
+                            bounce = u[s, k, 8] < _sig(0.4 - 3.5 * landing - 1.2 * rel)
                 b = bill[j]
                 if b == 0:  # BILL_IMPRESSION
                     event = True

@@ -172,6 +172,50 @@ def test_outcome_draws_without_the_exp_give_the_same_answer():
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.skipif(not hasattr(respond, "_may_respond"), reason="numba is not installed")
+def test_the_bound_on_all_events_never_hides_one():
+    """The compiled pass skips the exact draws (taste, familiarity, sigmoids) of events a bound at the
+    largest relevance rules out.  Wherever it clears an event's bit, the exact draw says no, with the
+    uniform on both sides of the exact threshold and on it, at relevances up to that largest one."""
+    rng = np.random.default_rng(11)
+    sig, occurs = respond._sig, respond._occurs
+    fc = respond.engagement.FAMILIAR_CLICK
+    cleared = kept = 0
+    for case in range(3_000):
+        rel_obs, auth, content = rng.random(), rng.random() - 0.5, rng.random() - 0.5
+        vertical, video = float(rng.random() < 0.5), bool(rng.random() < 0.7)
+        fatigue = rng.choice([0.0, rng.random() * 2.0, -0.3])
+        view = rng.choice([1.0, 0.7, 0.5, 0.05, 1e-305])
+        # The taste term at its largest (sigmoid exactly 1), at its least, and in between.
+        acc = rng.choice([40.0, -40.0, rng.normal()])
+        rel = (1 - respond.TASTE_WEIGHT) * rel_obs + respond.TASTE_WEIGHT * sig(1.5 * acc)
+        rel_hi = (1 - respond.TASTE_WEIGHT) * rel_obs + respond.TASTE_WEIGHT * 1.0
+        z = [
+            [-4.8 + 2.4 * rel + 1.6 * content + fc * known - fatigue for known in (0.0, 1.0)],
+            [-4.6 + 2.0 * rel + 1.4 * auth + 1.0 * content - fatigue],
+            [-6.6 + 1.8 * rel + 1.8 * auth - fatigue],
+            [-5.2 + 2.2 * rel + 0.8 * auth + 1.4 * content - fatigue],
+            [-6.9 + 2.0 * rel + 1.2 * auth + 0.8 * content - fatigue],
+            [-7.2 + 1.6 * rel + 1.6 * auth - fatigue],
+            [-1.6 + 1.8 * rel + 1.0 * auth + 0.6 * vertical - fatigue],
+        ]
+        u = rng.random((1, 1, 10))
+        for lane, zs in enumerate(z):
+            t = view * sig(max(zs))
+            u[0, 0, lane] = [u[0, 0, lane], t, np.nextafter(t, 0), np.nextafter(t, 1), 0.0][case % 5]
+        bits = respond._may_respond(u, 0, 0, view, rel_hi, auth, content, vertical, fatigue, video)
+        for lane, zs in enumerate(z):
+            if lane == 6 and not video:
+                assert not bits & (1 << lane)  # the video lane counts for video ads only
+                continue
+            if bits & (1 << lane):
+                kept += 1
+            else:
+                cleared += 1
+                assert not any(occurs(u[0, 0, lane], view, zz) for zz in zs), (case, lane)
+    assert cleared > 2_000 and kept > 2_000  # the bound decides many, and leaves many to the exact draw
+
+
 @pytest.mark.parametrize(("block", "mechanism"), [(16_384, "gsp"), (37, "gsp"), (5, "vcg"), (1, "first_price")])
 def test_compiled_responses_split_across_threads_match_one_thread_and_numpy(monkeypatch, block, mechanism):
     """The compiled pass auctions a block of sessions, serves its impressions on all cores, then
