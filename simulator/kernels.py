@@ -711,24 +711,30 @@ def select(b: Batch) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
 
 if numba is not None:
 
-    def _admitted_body(seg_ok, bits, users, segment, interest_bits):
+    def _admitted_body(segment_ok, bits, users, segment, interest_bits):
+        """``segment_ok`` (n_segments, G): each segment's row over the groups, so that a session's pass
+        over the groups reads, writes and counts contiguous rows, without branches (vector
+        instructions)."""
         n_s, n_g = users.shape[0], bits.shape[0]
         out = np.empty((n_s, n_g), dtype=np.bool_)
         n_blocks = min(n_s, 64)  # blocks of sessions, shared among the threads, each counting its own
         counts = np.zeros((max(n_blocks, 1), n_g), dtype=np.int64)
+        any_interest = bits == 0
         for blk in numba.prange(n_blocks):  # a plain range in the serial compilation
             s1 = (blk + 1) * n_s // n_blocks
+            tally = counts[blk]
             for s in range(blk * n_s // n_blocks, s1):
                 if s + 16 < s1:  # a later session's user (a hint: no effect on results)
                     prefetch(segment, (users[s + 16],))
                     prefetch(interest_bits, (users[s + 16],))
                 u = users[s]
-                sg = segment[u]
+                ok_row = segment_ok[segment[u]]
                 ib = interest_bits[u]
+                row = out[s]
                 for g in range(n_g):
-                    ok = seg_ok[g, sg] and (bits[g] == 0 or (ib & bits[g]) != 0)
-                    out[s, g] = ok
-                    counts[blk, g] += ok
+                    ok = ok_row[g] & (any_interest[g] | ((ib & bits[g]) != 0))
+                    row[g] = ok
+                    tally[g] += ok
         return out, counts.sum(axis=0)
 
     _admitted_serial, _admitted_parallel = serial_and_parallel(_admitted_body, "_admitted")
@@ -779,7 +785,7 @@ def admitted(
             out &= ((interest_bits[users][:, None] & bits[None, :]) != 0) | (bits == 0)[None, :]
         return out, out.sum(axis=0, dtype=np.int64)
     kernel = _admitted_parallel if use_threads(users.size * bits.size, PARALLEL_PAIRS) else _admitted_serial
-    return kernel(np.ascontiguousarray(seg_ok), bits, users, segment, interest_bits)
+    return kernel(np.ascontiguousarray(seg_ok.T), bits, users, segment, interest_bits)
 
 
 def bump_frequency(freq: NDArray[np.uint8], users: NDArray, ads: NDArray, before: NDArray[np.uint8]) -> None:
