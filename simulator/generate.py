@@ -7,6 +7,8 @@ reproducible as a hand-written one.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from simulator import scenario as sc
@@ -24,6 +26,16 @@ def draw(dist: sc.Dist, rng: np.random.Generator) -> float:
         return float(rng.normal(*dist.normal))
     assert dist.beta is not None
     return float(rng.beta(*dist.beta))
+
+
+#: Upper ends for drawn counts (followers, past conversions): the fields have none, but a draw must be finite.
+MAX_COUNT = 1e12
+
+
+def _within(x: float, lo: float, hi: float) -> float:
+    """A draw clipped to its field's range: a draw far out in a tail (or one that overflowed to
+    infinity) lands on the nearer bound, a NaN (a uniform over an infinite span) on ``lo``."""
+    return lo if math.isnan(x) else min(max(x, lo), hi)
 
 
 def _pick(shares: dict[str, float], rng: np.random.Generator) -> str:
@@ -47,7 +59,7 @@ def _one(gen: sc.Generate, name: str, scenario: sc.Scenario, events: list[str | 
     category = gen.categories[int(rng.integers(len(gen.categories)))]
     bid_type = _pick(gen.bid_types, rng)
     amount = draw({"CPM": gen.bid_cpm, "CPC": gen.bid_cpc, "CPE": gen.bid_cpe, "CPA": gen.bid_cpa}[bid_type], rng)
-    daily = max(1.0, round(draw(gen.daily_budget, rng), 2))
+    daily = round(_within(draw(gen.daily_budget, rng), 1.0, sc.MAX_DAILY_BUDGET), 2)
     interests = [category]
     others = [c for c in cats if c != category]
     if gen.target_interests > 1 and others:
@@ -58,8 +70,8 @@ def _one(gen: sc.Generate, name: str, scenario: sc.Scenario, events: list[str | 
     creative = sc.Creative(
         name="main",
         format="video" if rng.random() < gen.video_share else "image",
-        production=float(np.clip(draw(gen.production, rng), 0, 1)),
-        authenticity=float(np.clip(draw(gen.authenticity, rng), 0, 1)),
+        production=_within(draw(gen.production, rng), 0.0, 1.0),
+        authenticity=_within(draw(gen.authenticity, rng), 0.0, 1.0),
     )
     rules: list[dict] = []
     if rng.random() < gen.seasonal_share:
@@ -71,8 +83,8 @@ def _one(gen: sc.Generate, name: str, scenario: sc.Scenario, events: list[str | 
             "name": name,
             "category": category,
             "account": {
-                "followers": int(max(0.0, draw(gen.followers, rng))),
-                "history_conversions": int(max(0.0, draw(gen.history_conversions, rng))),
+                "followers": int(_within(draw(gen.followers, rng), 0.0, MAX_COUNT)),
+                "history_conversions": int(_within(draw(gen.history_conversions, rng), 0.0, MAX_COUNT)),
             },
             "strategy": {"pacing": _pick(gen.pacing, rng), "rules": rules},
             "enter_date": gen.enter_date,
@@ -80,11 +92,14 @@ def _one(gen: sc.Generate, name: str, scenario: sc.Scenario, events: list[str | 
             "campaigns": [
                 {
                     "name": "main",
-                    "bid": {"type": bid_type, "amount": round(max(0.01, amount), 2)},
-                    "budget": {"daily": daily, "total": round(daily * gen.campaign_days, 2) if gen.campaign_days else None},
+                    "bid": {"type": bid_type, "amount": round(_within(amount, 0.01, sc.MAX_BID), 2)},
+                    "budget": {
+                        "daily": daily,
+                        "total": round(min(daily * gen.campaign_days, sc.MAX_TOTAL_BUDGET), 2) if gen.campaign_days else None,
+                    },
                     "targeting": {"interests": interests},
-                    "value_per_conversion": round(max(1.0, draw(gen.value_per_conversion, rng)), 2),
-                    "landing_page": float(np.clip(draw(gen.landing_page, rng), 0, 1)),
+                    "value_per_conversion": round(_within(draw(gen.value_per_conversion, rng), 1.0, sc.MAX_DAILY_BUDGET), 2),
+                    "landing_page": _within(draw(gen.landing_page, rng), 0.0, 1.0),
                     "creatives": [creative],
                 }
             ],

@@ -55,6 +55,9 @@ MAX_DAYS = 400
 MAX_ADVERTISERS = 5_000
 MAX_CAMPAIGNS = 20_000
 MAX_SLOTS = 10
+MAX_BID = 1_000_000  # yuan per billing event
+MAX_DAILY_BUDGET = 1e9  # yuan
+MAX_TOTAL_BUDGET = 1e11  # yuan
 MAX_FILE_BYTES = 5_000_000  # a scenario file is hand-written: megabytes mean a mistake
 
 
@@ -104,6 +107,13 @@ class Dist(Strict):
             raise ValueError("give exactly one of lognormal, uniform, normal, beta, value")
         if self.uniform is not None and self.uniform[0] > self.uniform[1]:
             raise ValueError("uniform = [lo, hi] needs lo <= hi")
+        if self.uniform is not None and not math.isfinite(self.uniform[1] - self.uniform[0]):
+            raise ValueError("uniform = [lo, hi] needs a finite span hi - lo")
+        # -0.0 passes ``ge=0`` but numpy's samplers refuse a negative-signed spread: write it as 0.0.
+        for k in ("lognormal", "normal"):
+            params = getattr(self, k)
+            if params is not None:
+                setattr(self, k, (params[0], params[1] + 0.0))
         return self
 
 
@@ -422,12 +432,12 @@ class Creative(Strict):
 
 class Bid(Strict):
     type: Literal["CPM", "CPC", "CPE", "CPA"]
-    amount: float = Field(gt=0, le=1_000_000, description="yuan per billing event (per 1,000 impressions for CPM)")
+    amount: float = Field(gt=0, le=MAX_BID, description="yuan per billing event (per 1,000 impressions for CPM)")
 
 
 class Budget(Strict):
-    daily: float = Field(gt=0, le=1e9, description="yuan per day")
-    total: float | None = Field(None, gt=0, le=1e11, description="yuan over the campaign")
+    daily: float = Field(gt=0, le=MAX_DAILY_BUDGET, description="yuan per day")
+    total: float | None = Field(None, gt=0, le=MAX_TOTAL_BUDGET, description="yuan over the campaign")
 
 
 class Lookalike(Strict):

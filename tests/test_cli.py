@@ -101,3 +101,44 @@ def test_generated_advertisers_are_drawn_reproducibly():
     assert [x.name for x in gen] == [f"gen_{i:03d}" for i in range(1, 6)]
     assert {x.category for x in gen} <= {"food", "travel"}
     assert len({x.campaigns[0].budget.daily for x in gen}) == 5
+
+
+def test_generated_draws_far_out_land_on_the_fields_bounds_and_run():
+    """Distributions the schema accepts but whose draws leave a field's range (found by the fuzzer): a
+    budget of 1e308, a uniform over [-1e300, 1e300], a lognormal that overflows, a spread of -0.0.
+    Each draw is clipped to its field's range, and the market runs with its money adding up."""
+    from simulator import run
+    from simulator import scenario as sc
+    from simulator.generate import expand_advertisers
+    import numpy as np
+
+    scenario = make_scenario(
+        {
+            "days": 1,
+            "generate": [
+                {
+                    "count": 6,
+                    "categories": ["food"],
+                    "daily_budget": 1e308,
+                    "campaign_days": 1e300,
+                    "bid_types": {"CPC": 1.0},
+                    "bid_cpc": {"uniform": [-1e300, 1e300]},
+                    "followers": {"lognormal": [1000.0, 1.0]},
+                    "history_conversions": {"normal": [5.0, -0.0]},
+                    "value_per_conversion": {"lognormal": [5.0, -0.0]},
+                    "production": {"normal": [0.5, 1e308]},
+                }
+            ],
+        }
+    )
+    gen = expand_advertisers(scenario, np.random.default_rng(3))[-6:]
+    for adv in gen:
+        camp = adv.campaigns[0]
+        assert camp.budget.daily == sc.MAX_DAILY_BUDGET and camp.budget.total == sc.MAX_TOTAL_BUDGET
+        assert 0.01 <= camp.bid.amount <= sc.MAX_BID
+        assert adv.account.followers == 10**12 and adv.account.history_conversions == 5
+        assert camp.value_per_conversion == round(float(np.exp(5.0)), 2)
+        assert camp.creatives[0].production in (0.0, 1.0)
+    result = run(scenario)
+    md = result.market_daily
+    assert (md["revenue_micro"] == md["spend_micro"]).all() and result.advertiser_daily["impressions"].sum() > 0
