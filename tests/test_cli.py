@@ -91,8 +91,9 @@ def test_generated_advertisers_are_drawn_reproducibly():
     scenario = make_scenario(
         {"generate": [{"count": 5, "categories": ["food", "travel"], "daily_budget": {"lognormal": [6.0, 0.5]}}]}
     )
-    from simulator.generate import expand_advertisers
     import numpy as np
+
+    from simulator.generate import expand_advertisers
 
     a = expand_advertisers(scenario, np.random.default_rng(3))
     b = expand_advertisers(scenario, np.random.default_rng(3))
@@ -107,10 +108,11 @@ def test_generated_draws_far_out_land_on_the_fields_bounds_and_run():
     """Distributions the schema accepts but whose draws leave a field's range (found by the fuzzer): a
     budget of 1e308, a uniform over [-1e300, 1e300], a lognormal that overflows, a spread of -0.0.
     Each draw is clipped to its field's range, and the market runs with its money adding up."""
+    import numpy as np
+
     from simulator import run
     from simulator import scenario as sc
     from simulator.generate import expand_advertisers
-    import numpy as np
 
     scenario = make_scenario(
         {
