@@ -562,8 +562,8 @@ class Generate(Strict):
     @field_validator("bid_types", "pacing")
     @classmethod
     def _weights(cls, v: dict[str, float]) -> dict[str, float]:
-        if not v or any(x < 0 for x in v.values()) or sum(v.values()) <= 0:
-            raise ValueError("needs non-negative shares, not all zero")
+        if not v or any(x < 0 for x in v.values()) or not 0 < sum(v.values()) < math.inf:
+            raise ValueError("needs non-negative shares, not all zero, with a finite sum")
         return v
 
 

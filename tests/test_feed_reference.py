@@ -175,22 +175,19 @@ def test_outcome_draws_without_the_exp_give_the_same_answer():
 @pytest.mark.skipif(not hasattr(respond, "_may_respond"), reason="numba is not installed")
 def test_the_bound_on_all_events_never_hides_one():
     """The compiled pass skips the exact draws (taste, familiarity, sigmoids) of events a bound at the
-    largest relevance rules out.  Wherever it clears an event's bit, the exact draw says no, with the
-    uniform on both sides of the exact threshold and on it, at relevances up to that largest one."""
+    largest relevance rules out.  Wherever it clears an event's bit, the exact draw says no: with the
+    uniform on, just below and just above the exact threshold and the bound's own boundary, at
+    relevances up to the largest, for ordinary impressions, for the most engaging ones (where the
+    events' chances are highest, so a coefficient too small shows) and for a z next to 0 (where the
+    bound is tightest, so the margin matters)."""
     rng = np.random.default_rng(11)
     sig, occurs = respond._sig, respond._occurs
     fc = respond.engagement.FAMILIAR_CLICK
+    fc_max = max(fc, 0.0)
     cleared = kept = 0
-    for case in range(3_000):
-        rel_obs, auth, content = rng.random(), rng.random() - 0.5, rng.random() - 0.5
-        vertical, video = float(rng.random() < 0.5), bool(rng.random() < 0.7)
-        fatigue = rng.choice([0.0, rng.random() * 2.0, -0.3])
-        view = rng.choice([1.0, 0.7, 0.5, 0.05, 1e-305])
-        # The taste term at its largest (sigmoid exactly 1), at its least, and in between.
-        acc = rng.choice([40.0, -40.0, rng.normal()])
-        rel = (1 - respond.TASTE_WEIGHT) * rel_obs + respond.TASTE_WEIGHT * sig(1.5 * acc)
-        rel_hi = (1 - respond.TASTE_WEIGHT) * rel_obs + respond.TASTE_WEIGHT * 1.0
-        z = [
+
+    def zs_at(rel, auth, content, vertical, fatigue):
+        return [
             [-4.8 + 2.4 * rel + 1.6 * content + fc * known - fatigue for known in (0.0, 1.0)],
             [-4.6 + 2.0 * rel + 1.4 * auth + 1.0 * content - fatigue],
             [-6.6 + 1.8 * rel + 1.8 * auth - fatigue],
@@ -199,12 +196,36 @@ def test_the_bound_on_all_events_never_hides_one():
             [-7.2 + 1.6 * rel + 1.6 * auth - fatigue],
             [-1.6 + 1.8 * rel + 1.0 * auth + 0.6 * vertical - fatigue],
         ]
+
+    for case in range(6_000):
+        kind = case % 3
+        vertical, video = float(rng.random() < 0.5), bool(rng.random() < 0.7)
+        view = rng.choice([1.0, 0.7, 0.5, 0.05, 1e-305])
+        if kind == 1:  # the most engaging impressions
+            rel_obs, auth, content, fatigue = 1.0 - 0.05 * rng.random(), 0.5 - 0.1 * rng.random(), 0.5 - 0.1 * rng.random(), 0.0
+        else:
+            rel_obs, auth, content = rng.random(), rng.random() - 0.5, rng.random() - 0.5
+            fatigue = rng.choice([0.0, rng.random() * 2.0, -0.3])
+        rel_hi = (1 - respond.TASTE_WEIGHT) * rel_obs + respond.TASTE_WEIGHT * 1.0
+        if kind == 2:  # one event's z at the largest relevance a hair below 0
+            lane = int(rng.integers(7))
+            z0 = max(zs_at(rel_hi, auth, content, vertical, 0.0)[lane])
+            fatigue = z0 + float(rng.choice([1e-12, 1e-9, 1e-6, 1e-4, 1e-2]))
+        # The taste term at its largest (sigmoid exactly 1), at its least, and in between.
+        acc = rng.choice([40.0, 40.0, -40.0, rng.normal()])
+        rel = (1 - respond.TASTE_WEIGHT) * rel_obs + respond.TASTE_WEIGHT * sig(1.5 * acc)
+        z = zs_at(rel, auth, content, vertical, fatigue)
+        z_hi = [max(zz) for zz in zs_at(rel_hi, auth, content, vertical, fatigue)]
+        z_hi[0] = -4.8 + 2.4 * rel_hi + 1.6 * content + fc_max - fatigue
         u = rng.random((1, 1, 10))
-        for lane, zs in enumerate(z):
-            t = view * sig(max(zs))
-            u[0, 0, lane] = [u[0, 0, lane], t, np.nextafter(t, 0), np.nextafter(t, 1), 0.0][case % 5]
+        for lane, zz in enumerate(z):
+            t = view * sig(max(zz))  # the exact threshold
+            x = -z_hi[lane]
+            b = view * (1.0 + 1e-9) / (2.0 + x + 0.5 * x * x + x * x * x / 6.0)  # the bound's
+            choices = [u[0, 0, lane], t, np.nextafter(t, 0), np.nextafter(t, 1), 0.0, b, np.nextafter(b, 0), np.nextafter(b, 1)]
+            u[0, 0, lane] = choices[(case + 3 * lane) % len(choices)]
         bits = respond._may_respond(u, 0, 0, view, rel_hi, auth, content, vertical, fatigue, video)
-        for lane, zs in enumerate(z):
+        for lane, zz in enumerate(z):
             if lane == 6 and not video:
                 assert not bits & (1 << lane)  # the video lane counts for video ads only
                 continue
@@ -212,8 +233,8 @@ def test_the_bound_on_all_events_never_hides_one():
                 kept += 1
             else:
                 cleared += 1
-                assert not any(occurs(u[0, 0, lane], view, zz) for zz in zs), (case, lane)
-    assert cleared > 2_000 and kept > 2_000  # the bound decides many, and leaves many to the exact draw
+                assert not any(occurs(u[0, 0, lane], view, v) for v in zz), (case, lane)
+    assert cleared > 5_000 and kept > 5_000  # the bound decides many, and leaves many to the exact draw
 
 
 @pytest.mark.parametrize(("block", "mechanism"), [(16_384, "gsp"), (37, "gsp"), (5, "vcg"), (1, "first_price")])
