@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from simulator import Market, respond
+from simulator import Market, engagement, respond
 from tests import reference
 from simulator.scenario import parse_scenario
 from tests.conftest import make_scenario
@@ -235,6 +235,27 @@ def test_the_bound_on_all_events_never_hides_one():
                 cleared += 1
                 assert not any(occurs(u[0, 0, lane], view, v) for v in zz), (case, lane)
     assert cleared > 5_000 and kept > 5_000  # the bound decides many, and leaves many to the exact draw
+
+
+@pytest.mark.skipif(not hasattr(respond, "_may_respond"), reason="numba is not installed")
+def test_the_bound_lanes_follow_the_engagement_model():
+    """The bound's lane tables restate engagement.probabilities' logits: a change to the model that
+    missed them would make the bound rule out events the model gives."""
+    rng = np.random.default_rng(4)
+    n = 200
+    imp = engagement.Impressions(
+        relevance=rng.random(n), content=rng.random(n), authenticity=rng.random(n), is_video=np.ones(n, dtype=bool),
+        vertical=(rng.random(n) < 0.5).astype(float), landing=rng.random(n), view=np.ones(n), frequency=np.zeros(n),
+        wear=rng.random(n) * 3, intent=1.0, familiar=np.full(n, respond.engagement.FAMILIAR_CLICK > 0),
+    )  # fmt: skip
+    p = engagement.probabilities(imp)
+    fatigue = 0.35 * np.log1p(imp.frequency) + 0.12 * imp.wear
+    lanes = (
+        respond._Z0[:, None] + respond._Z_REL[:, None] * imp.relevance + respond._Z_AUTH[:, None] * (imp.authenticity - 0.5)
+        + respond._Z_CONTENT[:, None] * (imp.content - 0.5) + respond._Z_VERTICAL[:, None] * imp.vertical - fatigue
+    )  # fmt: skip
+    for lane, name in enumerate(("click", "like", "comment", "save", "share", "follow", "video_completion")):
+        np.testing.assert_allclose(engagement.sigmoid(lanes[lane]), p[name], rtol=1e-12, err_msg=name)
 
 
 @pytest.mark.parametrize(("block", "mechanism"), [(16_384, "gsp"), (37, "gsp"), (5, "vcg"), (1, "first_price")])
