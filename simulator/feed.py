@@ -230,7 +230,6 @@ class Feed:
         bucket_start = np.zeros(int(has.sum()) + 1, dtype=np.int32)
         bucket_start[1:] = np.cumsum(counts[has])
         users = ch["users"]
-        n_s = users.size
         batch = kernels.Batch(
             users=users, device=ch["device"], admitted=ch["admitted"], audience=ch["audience"], picks=ch["picks"],
             u_part=ch["u_part"], col_group=cut["col_group"], col_audience=cut["col_audience"],
@@ -251,7 +250,7 @@ class Feed:
             ad_video=book.ad_video, ad_vertical=book.ad_vertical, ad_impressions_total=book.ad_impressions_total,
             camp_landing=book.camp_landing, camp_adv=book.camp_adv, remaining=book.remaining_micro(), freq=self.freq,
             familiar_keys=self.familiar_keys, familiar_ptr=self.familiar_ptr, view=self.view, intent=cond.intent,
-            u=kernels.uniforms(self.engagement_rng, (n_s, self.n_slots, 10)), dead=book.camp_exhausted.copy(), batch=batch,
+            u=None, u_key=kernels.batch_key(self.engagement_rng), dead=book.camp_exhausted.copy(), batch=batch,
             mechanism=self.mechanism, block=self.block,
         )  # fmt: skip
         before = None

@@ -580,7 +580,10 @@ def _after_fork_in_child() -> None:
     # (numba's own flag; should it ever go, every forked child is taken to have inherited threads)
     launched = numba is not None and getattr(getattr(numba.np.ufunc, "parallel", None), "_is_initialized", True)
     _forked_after_threads[0] = _forked_after_threads[0] or bool(launched)
-    _helper.clear()  # the child has the uniforms' pool but not its thread: start afresh
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def select_numba(b: Batch, parallel: bool | None = None) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
@@ -918,36 +921,44 @@ def ledger_sums(
     return sums(ad, n_ads, per_ad_terms), sums(camp, n_camps, per_camp_terms)
 
 
-#: Draws of at least this many uniforms are split between two threads (see :func:`uniforms`).
-PARALLEL_UNIFORMS = 1 << 18
-_helper: list = []  # one worker thread, started on first use
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+#: Uniforms per slot of a session that the users' responses may read (engagement.draw's columns).
+UNIFORMS = 10
+# SplitMix64 (Steele, Lea and Flood 2014): a Weyl sequence, each step through a mixing finalizer.
+_WEYL = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_TO_UNIT = 2.0**-53
 
 
-def uniforms(rng: np.random.Generator, shape: tuple[int, ...]) -> NDArray[np.float64]:
-    """``rng.random(shape)``, the same numbers, with the second half drawn on another thread.
+def counter_uniforms(key: int, counter: NDArray[np.integer]) -> NDArray[np.float64]:
+    """Uniforms on [0, 1) that depend only on ``key`` and each ``counter`` (SplitMix64's output number
+    ``counter + 1`` from seed ``key``, its top 53 bits): a counter-based generator.
 
-    A float64 uniform takes one 64-bit output of the bit generator, so a copy advanced past the
-    first half (``advance``, as on PCG64) draws exactly the second half; ``rng`` then advances
-    past both, as if it had drawn them.  Numpy releases the GIL while it fills the arrays.
+    The responses draw their uniforms so, uniform ``e`` of slot ``k`` of session ``s`` of a batch
+    at counter ``(s x n_slots + k) x UNIFORMS + e`` with the batch's key: the compiled pass computes
+    only the ones it reads, on any thread in any order (:func:`counter_uniform`, the same numbers),
+    and nothing is drawn ahead for the impressions that never read them.
     """
-    n = int(np.prod(shape))
-    bg = rng.bit_generator
-    exact = isinstance(bg, np.random.PCG64 | np.random.PCG64DXSM) and not bg.state.get("has_uint32", 0)
-    if not HAVE_NUMBA or not use_threads(n, PARALLEL_UNIFORMS) or not exact:
-        return rng.random(shape)  # (advance counts other units on other generators, and drops a buffered uint32)
-    if not _helper:
-        from concurrent.futures import ThreadPoolExecutor
+    with np.errstate(over="ignore"):
+        z = np.uint64(key) + (np.asarray(counter).astype(np.uint64) + np.uint64(1)) * _WEYL
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * _TO_UNIT
 
-        _helper.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="adsim-uniforms"))
-    half = n // 2
-    other = np.random.Generator(type(bg)())
-    other.bit_generator.state = bg.state
-    other.bit_generator.advance(half)
-    out = np.empty(n)
-    second = _helper[0].submit(other.random, n - half, np.float64, out[half:])
-    rng.random(half, out=out[:half])
-    second.result()
-    bg.advance(n - half)
-    return out.reshape(shape)
+
+def batch_key(rng: np.random.Generator) -> int:
+    """A batch's key for :func:`counter_uniforms`, drawn from ``rng`` (one 64-bit number)."""
+    return int(rng.integers(0, 2**64, dtype=np.uint64))
+
+
+if numba is not None:
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def counter_uniform(key, counter):
+        """:func:`counter_uniforms` of one counter (``key`` a uint64, ``counter`` an integer)."""
+        z = key + (np.uint64(counter) + np.uint64(1)) * _WEYL
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        z = z ^ (z >> np.uint64(31))
+        return np.float64(z >> np.uint64(11)) * _TO_UNIT

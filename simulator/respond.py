@@ -20,9 +20,11 @@ Two implementations that give identical results:
   bills them and auctions again (in waves, over the threads) the sessions of the
   block that need it.
 
-Random draws are made with numpy before either runs (ten uniforms per session and
-slot), so both read the same draws whatever the re-auctions change.  Order values
-of conversions are drawn afterwards, by the feed.
+The users' draws are counter-based (:func:`simulator.kernels.counter_uniforms`): the
+uniforms of a slot of a session depend only on the batch's key and the session's and
+slot's positions, so both read the same draws whatever the re-auctions change, and
+the compiled pass computes only the ones it reads.  Order values of conversions are
+drawn afterwards, by the feed.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class Winners:
     ``camp_adv`` and ``remaining`` micro-yuan; ``freq`` (n_users, n_ads) impressions today;
     ``familiar_keys`` sorted :func:`familiar_key` of (advertiser, user) pairs and ``familiar_ptr``
     (n_users + 1), where each user's keys start (:func:`familiar_index`); ``view`` per slot; the day's
-    ``intent``; ``u`` (S, n_slots, 10) uniforms, one row per position; ``dead`` (n_campaigns)
+    ``intent``; ``u_key``, the key of the uniforms (:func:`uniforms`), or ``u`` (S, n_slots, 10) the
+    uniforms themselves, one row per position (tests choose draws so); ``dead`` (n_campaigns)
     campaigns that ran out of budget before the chunk; ``batch``, the auction's inputs, and the
     ``mechanism``, for the auctions.
 
@@ -100,10 +103,14 @@ class Winners:
     familiar_ptr: NDArray[np.int64]
     view: NDArray[np.float64]
     intent: float
-    u: NDArray[np.float64]
+    u: NDArray[np.float64] | None
     dead: NDArray[np.bool_]
     batch: kernels.Batch
     mechanism: str
+    u_key: int = 0
+    #: Position of the first session in the batch the uniforms' counters count from (the numpy path
+    #: serves the sessions after a re-auction as a batch of their own).
+    u_first: int = 0
     #: Auctions run again while serving (set by :func:`respond_numpy` / :func:`respond_numba`); a
     #: session auctioned twice counts twice.
     reauctions: int = 0
@@ -191,7 +198,8 @@ def respond_numpy(w: Winners) -> Served:
         piece = _serve_rows(
             replace(
                 w, order=w.order[rest], sorted_ranks=w.sorted_ranks[rest], paid=w.paid[rest], users=w.users[rest],
-                device=w.device[rest], u=w.u[rest], remaining=remaining, dead=dead,
+                device=w.device[rest], u=None if w.u is None else w.u[rest], u_first=w.u_first + pos,
+                remaining=remaining, dead=dead,
             )
         )  # fmt: skip
         pieces.append(replace(piece, session=piece.session + pos))
@@ -211,6 +219,16 @@ def respond_numpy(w: Winners) -> Served:
         w.reauctions += 1
         w.order[pos], w.sorted_ranks[pos] = o1[0], r1[0]
         w.paid[pos] = auction.rank_prices(w.mechanism, r1, w.view, b.floor)[0]
+
+
+def uniforms(w: Winners, s_idx: NDArray[np.integer], k_idx: NDArray[np.integer]) -> NDArray[np.float64]:
+    """The uniforms of slots ``k_idx`` of sessions ``s_idx`` (one row of :data:`kernels.UNIFORMS` each):
+    ``w.u``'s rows where given, else :func:`kernels.counter_uniforms` at counters ``(s x n_slots + k) x
+    UNIFORMS + e`` (``s`` counted from the batch's first session) with the key ``w.u_key``."""
+    if w.u is not None:
+        return w.u[s_idx, k_idx]
+    base = ((w.u_first + np.asarray(s_idx, dtype=np.int64)) * w.n_slots + k_idx) * kernels.UNIFORMS
+    return kernels.counter_uniforms(w.u_key, base[:, None] + np.arange(kernels.UNIFORMS))
 
 
 def _serve_rows(w: Winners) -> Served:
@@ -245,7 +263,7 @@ def _serve_rows(w: Winners) -> Served:
         intent=w.intent,
         familiar=members(familiar_key(w.camp_adv[camp], users), w.familiar_keys),
     )
-    out = engagement.draw(engagement.probabilities(imp), w.u[s_idx, k_idx])
+    out = engagement.draw(engagement.probabilities(imp), uniforms(w, s_idx, k_idx))
     click, conversion = out["click"], out["conversion"]
     # Billing, in time order, against what each campaign may still spend.
     ev_bill = w.bill[j]
@@ -373,7 +391,15 @@ if kernels.numba is not None:
     _Z_VERTICAL = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.6, 0.0])
 
     @numba.njit(cache=True, nogil=True, inline="always")
-    def _may_respond(u, s, k, view, rel_hi, auth, content, vertical, fatigue, video):
+    def _uniform(u, s, k, key, c, e):
+        """Uniform ``e`` of slot ``k`` of session ``s`` (:func:`uniforms`): ``u[s, k, e]`` where ``u`` is
+        given (not empty), else the counter-based one at counter ``c + e`` (``c``: the slot's first)."""
+        if u.shape[0] > 0:
+            return u[s, k, e]
+        return kernels.counter_uniform(key, c + e)
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _may_respond(u, s, k, key, c, view, rel_hi, auth, content, vertical, fatigue, video):
         """The events an impression might draw, as bits (``1 << lane``, lanes as the rows of ``_Z0``): a
         clear bit means that event surely does not occur.  The test is :func:`_never`'s, for every event
         at once, at the largest relevance the hidden taste allows (``rel_hi``, taste sigmoid 1).
@@ -382,18 +408,28 @@ if kernels.numba is not None:
         a smaller one.  The terms are added in another order than the exact expressions', which moves
         ``z`` by a few units in the last place: the bound's margin (1e-9) is far above that.  Written
         as one pass over eight lanes without branches, so the compiler can use vector instructions
-        (the eighth lane is padding; the video lane counts for video ads only).
+        (the eighth lane is padding; the video lane counts for video ads only).  The uniforms: as
+        :func:`_uniform`'s.
         """
         margin = view * (1.0 + 1e-9)
         tiny = not (view >= 1e-300)
         hit = 0
-        for e in range(8):
-            z = _Z0[e] + _Z_REL[e] * rel_hi + _Z_AUTH[e] * auth + _Z_CONTENT[e] * content + _Z_VERTICAL[e] * vertical - fatigue
-            x = -z
-            ue = u[s, k, e]
-            never = (ue >= view) | ((z < 0.0) & (ue * (2.0 + x + 0.5 * x * x + x * x * x / 6.0) >= margin) & (not tiny))
-            hit = hit | (np.int64((not never) & ((e < 6) | ((e == 6) & video))) << e)
+        if u.shape[0] > 0:
+            for e in range(8):
+                hit = hit | _lane(e, u[s, k, e], view, margin, tiny, rel_hi, auth, content, vertical, fatigue, video)
+        else:
+            for e in range(8):
+                ue = kernels.counter_uniform(key, c + e)
+                hit = hit | _lane(e, ue, view, margin, tiny, rel_hi, auth, content, vertical, fatigue, video)
         return hit
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _lane(e, ue, view, margin, tiny, rel_hi, auth, content, vertical, fatigue, video):
+        """:func:`_may_respond`'s bit for lane ``e`` with uniform ``ue``."""
+        z = _Z0[e] + _Z_REL[e] * rel_hi + _Z_AUTH[e] * auth + _Z_CONTENT[e] * content + _Z_VERTICAL[e] * vertical - fatigue
+        x = -z
+        never = (ue >= view) | ((z < 0.0) & (ue * (2.0 + x + 0.5 * x * x + x * x * x / 6.0) >= margin) & (not tiny))
+        return np.int64((not never) & ((e < 6) | ((e == 6) & video))) << e
 
     @numba.njit(cache=True, nogil=True)
     def _paid_rows(sessions, w0, w1, mechanism, sorted_ranks, view, floor, paid):
@@ -433,7 +469,7 @@ if kernels.numba is not None:
         kernels.prefetch(affinity, (usr, 0))
         kernels.prefetch(affinity, (usr, affinity.shape[1] - 1))
         kernels.prefetch(familiar_ptr, (usr,))
-        if listed:
+        if listed and u.shape[0] > 0:
             kernels.prefetch(u, (s, 0, 0))
             kernels.prefetch(u, (s, n_slots - 1, u.shape[2] - 1))
 
@@ -453,7 +489,7 @@ if kernels.numba is not None:
         (
             users, device, cols, camp, bill, per_event, device_mult, has_device, ocpc, user_lift, affinity, taste,
             ad_taste, ad_topic, ad_content, ad_authenticity, ad_video, ad_vertical, wear, fatigue_freq, camp_landing,
-            camp_adv, freq, familiar_keys, familiar_ptr, view, intent, u,
+            camp_adv, freq, familiar_keys, familiar_ptr, view, intent, u, u_key, u_first,
         ) = tables  # fmt: skip
         n_slots = paid.shape[1]
         ahead = kernels.PREFETCH_AHEAD
@@ -502,7 +538,8 @@ if kernels.numba is not None:
                 # others.  The events it leaves are ground truth, where _occurs still skips the sigmoids
                 # whose answer a cheap bound gives.
                 rel_hi = (1 - TASTE_WEIGHT) * rel_obs + TASTE_WEIGHT * 1.0
-                maybe = _may_respond(u, s, k, vw, rel_hi, auth, content, ad_vertical[ad], fatigue, ad_video[ad])
+                cu = ((u_first + s) * n_slots + k) * kernels.UNIFORMS  # the counter of the slot's first uniform
+                maybe = _may_respond(u, s, k, u_key, cu, vw, rel_hi, auth, content, ad_vertical[ad], fatigue, ad_video[ad])
                 if maybe:
                     acc = taste[usr, 0] * ad_taste[ad, 0]
                     for d in range(1, taste.shape[1]):
@@ -511,26 +548,26 @@ if kernels.numba is not None:
                     # Brand familiarity matters only through the click (a conversion needs one): it is looked
                     # up only when a user who knew the brand might click.
                     known = 0.0
-                    if maybe & 1 and not _never(u[s, k, 0], vw, -4.8 + 2.4 * rel + 1.6 * content + _FC_MAX - fatigue):
+                    if maybe & 1 and not _never(_uniform(u, s, k, u_key, cu, 0), vw, -4.8 + 2.4 * rel + 1.6 * content + _FC_MAX - fatigue):
                         key = (np.int64(usr) << 32) | np.int64(camp_adv[c])
                         for q in range(familiar_ptr[usr], familiar_ptr[usr + 1]):  # this user's few keys
                             if familiar_keys[q] == key:
                                 known = 1.0
-                        click = _occurs(u[s, k, 0], vw, -4.8 + 2.4 * rel + 1.6 * content + _FC * known - fatigue)
-                    like = maybe & 2 != 0 and _occurs(u[s, k, 1], vw, -4.6 + 2.0 * rel + 1.4 * auth + 1.0 * content - fatigue)
-                    save = maybe & 8 != 0 and _occurs(u[s, k, 3], vw, -5.2 + 2.2 * rel + 0.8 * auth + 1.4 * content - fatigue)
-                    comment = maybe & 4 != 0 and _occurs(u[s, k, 2], vw, -6.6 + 1.8 * rel + 1.8 * auth - fatigue)
-                    share = maybe & 16 != 0 and _occurs(u[s, k, 4], vw, -6.9 + 2.0 * rel + 1.2 * auth + 0.8 * content - fatigue)
-                    follow = maybe & 32 != 0 and _occurs(u[s, k, 5], vw, -7.2 + 1.6 * rel + 1.6 * auth - fatigue)
+                        click = _occurs(_uniform(u, s, k, u_key, cu, 0), vw, -4.8 + 2.4 * rel + 1.6 * content + _FC * known - fatigue)
+                    like = maybe & 2 != 0 and _occurs(_uniform(u, s, k, u_key, cu, 1), vw, -4.6 + 2.0 * rel + 1.4 * auth + 1.0 * content - fatigue)
+                    save = maybe & 8 != 0 and _occurs(_uniform(u, s, k, u_key, cu, 3), vw, -5.2 + 2.2 * rel + 0.8 * auth + 1.4 * content - fatigue)
+                    comment = maybe & 4 != 0 and _occurs(_uniform(u, s, k, u_key, cu, 2), vw, -6.6 + 1.8 * rel + 1.8 * auth - fatigue)
+                    share = maybe & 16 != 0 and _occurs(_uniform(u, s, k, u_key, cu, 4), vw, -6.9 + 2.0 * rel + 1.2 * auth + 0.8 * content - fatigue)
+                    follow = maybe & 32 != 0 and _occurs(_uniform(u, s, k, u_key, cu, 5), vw, -7.2 + 1.6 * rel + 1.6 * auth - fatigue)
                     if maybe & 64:
-                        video = _occurs(u[s, k, 6], vw, -1.6 + 1.8 * rel + 1.0 * auth + 0.6 * ad_vertical[ad] - fatigue)
+                        video = _occurs(_uniform(u, s, k, u_key, cu, 6), vw, -1.6 + 1.8 * rel + 1.0 * auth + 0.6 * ad_vertical[ad] - fatigue)
                     if click:
                         has_landing = not np.isnan(camp_landing[c])
                         landing = (camp_landing[c] if has_landing else 0.6) - 0.5
                         p_conv = min(1.0, intent * _sig(-5.6 + 1.8 * rel + 2.2 * landing + 0.6 * content + _FV * known))
-                        conversion = u[s, k, 7] < p_conv
+                        conversion = _uniform(u, s, k, u_key, cu, 7) < p_conv
                         if not conversion and has_landing:
-                            bounce = u[s, k, 8] < _sig(0.4 - 3.5 * landing - 1.2 * rel)
+                            bounce = _uniform(u, s, k, u_key, cu, 8) < _sig(0.4 - 3.5 * landing - 1.2 * rel)
                 b = bill[j]
                 if b == 0:  # BILL_IMPRESSION
                     event = True
@@ -762,7 +799,9 @@ def respond_numba(w: Winners, parallel: bool | None = None) -> Served:
         w.taste, w.ad_taste, w.ad_topic, w.ad_content, w.ad_authenticity, w.ad_video, w.ad_vertical,
         # Per ad and per frequency, the same values the numpy path computes per impression.
         np.log1p(10.0 * w.ad_impressions_total / w.freq.shape[0]), 0.35 * np.log1p(np.arange(256, dtype=np.float64)),
-        w.camp_landing, w.camp_adv, w.freq, w.familiar_keys, w.familiar_ptr, w.view, float(w.intent), w.u,
+        w.camp_landing, w.camp_adv, w.freq, w.familiar_keys, w.familiar_ptr, w.view, float(w.intent),
+        np.empty((0, n_slots, kernels.UNIFORMS)) if w.u is None else np.ascontiguousarray(w.u, dtype=np.float64),
+        np.uint64(w.u_key), np.int64(w.u_first),
     )  # fmt: skip
     if w.order is None:  # (given arrays are written over, as the numpy path does)
         w.order, w.sorted_ranks, w.paid = np.empty((n_s, n_slots + 1), np.int32), np.empty((n_s, n_slots + 1)), np.empty((n_s, n_slots))

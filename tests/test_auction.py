@@ -381,7 +381,8 @@ def test_compiled_feed_passes_match_their_numpy_twins(monkeypatch):
     assert (before == 255).any()  # the count saturates
     cdf = np.cumsum(rng.random(1_000))
     cdf /= cdf[-1]
-    u = np.sort(np.concatenate([rng.random(5_000), cdf[:50], [0.0, 1.0]]))  # values on the steps too
+    u = rng.permutation(np.concatenate([rng.random(5_000), cdf[:50], [0.0, 1.0]]))  # values on the steps too
+    guides = (kernels.cdf_guide(cdf), np.zeros(cdf.size, dtype=np.int32), rng.integers(0, cdf.size, cdf.size).astype(np.int32))
     for threads in (1, 2):
         monkeypatch.setattr(kernels, "PARALLEL_PAIRS", 1 if threads == 2 else 10**12)
         got, counts = kernels.admitted(seg_ok, bits, users, segment, interest_bits)
@@ -390,14 +391,18 @@ def test_compiled_feed_passes_match_their_numpy_twins(monkeypatch):
         got = freq.copy()
         kernels.bump_frequency(got, users, ads, before)
         np.testing.assert_array_equal(got, freq_want)
-        np.testing.assert_array_equal(kernels.count_at_most(cdf, u), np.searchsorted(cdf, u, side="right"))
-    for parts in (3, 7, u.size + 5):  # each part starts by bisection where the one before stopped walking
-        np.testing.assert_array_equal(kernels._count_serial(cdf, u, parts), np.searchsorted(cdf, u, side="right"))
+        monkeypatch.setattr(kernels, "PARALLEL_SEARCH", 1 if threads == 2 else 10**12)
+        for guide in guides:  # the guide says only where to start: a wrong one gives the same answers
+            np.testing.assert_array_equal(kernels.search_cdf(cdf, guide, u), np.searchsorted(cdf, u, side="right"))
+    for parts in (3, 7, u.size + 5):
+        out = np.empty(u.size, dtype=np.int64)
+        kernels._guided_serial(cdf, guides[0], u, out, parts)
+        np.testing.assert_array_equal(out, np.searchsorted(cdf, u, side="right"))
     monkeypatch.setattr(kernels, "HAVE_NUMBA", False)  # the numpy twins themselves
     got, counts = kernels.admitted(seg_ok, bits, users, segment, interest_bits)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(counts, want.sum(axis=0))
-    np.testing.assert_array_equal(kernels.count_at_most(cdf, u), np.searchsorted(cdf, u, side="right"))
+    np.testing.assert_array_equal(kernels.search_cdf(cdf, guides[1], u), np.searchsorted(cdf, u, side="right"))
 
 
 def test_ledger_sums_compiled_and_numpy_give_the_same_floats(monkeypatch):
@@ -436,21 +441,34 @@ def test_ledger_sums_compiled_and_numpy_give_the_same_floats(monkeypatch):
     np.testing.assert_array_equal(per_ad[kernels.AD_SUMS.index("likes")], np.bincount(ad, weights=flags["like"], minlength=n_ads))
 
 
-def test_uniforms_split_between_threads_are_the_generators_own(monkeypatch):
-    """The two halves of a large draw come from two threads; the numbers and the generator's
-    state afterwards are those of one ``rng.random`` call."""
+def test_counter_uniforms_are_splitmix64_and_the_compiled_ones_equal_them():
+    """The responses' uniforms: SplitMix64's outputs (the reference's first three from seed 0), top
+    53 bits; the compiled pass's one-at-a-time version gives the same numbers, for keys and counters
+    of every size."""
+    first = [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+    np.testing.assert_array_equal(kernels.counter_uniforms(0, np.arange(3)), [(x >> 11) * 2.0**-53 for x in first])
     if kernels.numba is None:
-        pytest.skip("numba is not installed")
-    monkeypatch.setattr(kernels, "PARALLEL_UNIFORMS", 1)
-    monkeypatch.setattr(kernels.numba, "get_num_threads", lambda: 2)
-    for shape in ((1, 1, 1), (7, 3, 10), (1001, 2, 10), (50_000, 3, 10)):
-        a = np.random.default_rng(5)
-        a.standard_normal(3)
-        b = np.random.default_rng(5)
-        b.standard_normal(3)
-        np.testing.assert_array_equal(kernels.uniforms(a, shape), b.random(shape))
-        np.testing.assert_array_equal(a.standard_normal(5), b.standard_normal(5))  # the same state after
-        np.testing.assert_array_equal(a.random(3), b.random(3))
+        return
+    rng = np.random.default_rng(8)
+    for key in (0, 1, 2**63 - 1, 2**63, 2**64 - 1, kernels.batch_key(rng)):
+        counter = np.concatenate([np.arange(50), rng.integers(0, 2**62, 200), [2**63 - 1]])
+        got = [kernels.counter_uniform(np.uint64(key), np.int64(c)) for c in counter]
+        np.testing.assert_array_equal(got, kernels.counter_uniforms(key, counter))
+
+
+def test_counter_uniforms_look_uniform_and_independent():
+    """On [0, 1), uniform (Kolmogorov-Smirnov), neighbours uncorrelated, and another key another stream."""
+    key = kernels.batch_key(np.random.default_rng(2))
+    n = 200_000
+    u = kernels.counter_uniforms(key, np.arange(n))
+    assert 0.0 <= u.min() and u.max() < 1.0
+    ks = np.abs(np.sort(u) - np.arange(n) / n).max()  # Kolmogorov-Smirnov distance (within 1/n)
+    assert ks < 1.95 / np.sqrt(n)  # the 0.1 % critical value
+    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.01
+    lanes = u.reshape(-1, kernels.UNIFORMS)  # the uniforms of one slot, event by event
+    assert np.abs(np.corrcoef(lanes.T) - np.eye(kernels.UNIFORMS)).max() < 0.03
+    other = kernels.counter_uniforms(key + 1, np.arange(200_000))
+    assert abs(np.corrcoef(u, other)[0, 1]) < 0.01 and not np.any(u == other[::-1])
 
 
 @pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE 10000"), ("ACTIVE", "ACTIVE -")])
@@ -469,32 +487,8 @@ def test_openmp_workers_spin_briefly_unless_the_user_says_otherwise(given, expec
     assert out.stdout.strip() == expected
 
 
-def test_uniforms_fall_back_where_a_split_would_not_be_exact_and_work_after_fork(monkeypatch):
-    if kernels.numba is None:
-        pytest.skip("numba is not installed")
-    import multiprocessing as mp
-
-    monkeypatch.setattr(kernels, "PARALLEL_UNIFORMS", 1)
-    monkeypatch.setattr(kernels.numba, "get_num_threads", lambda: 2)
-    a, b = np.random.Generator(np.random.Philox(3)), np.random.Generator(np.random.Philox(3))
-    np.testing.assert_array_equal(kernels.uniforms(a, (101, 3)), b.random((101, 3)))
-    np.testing.assert_array_equal(a.random(7), b.random(7))
-    a, b = np.random.default_rng(4), np.random.default_rng(4)
-    a.integers(0, 10, dtype=np.uint32), b.integers(0, 10, dtype=np.uint32)  # leaves a buffered uint32
-    np.testing.assert_array_equal(kernels.uniforms(a, (101, 3)), b.random((101, 3)))
-    np.testing.assert_array_equal(a.integers(0, 1000, 5, dtype=np.uint32), b.integers(0, 1000, 5, dtype=np.uint32))
-    kernels.uniforms(np.random.default_rng(1), (50, 3))  # the helper thread now exists in this process
-    child = mp.get_context("fork").Process(target=kernels.uniforms, args=(np.random.default_rng(1), (50, 3)))
-    child.start()
-    child.join(30)
-    alive = child.is_alive()
-    if alive:
-        child.kill()
-    assert not alive and child.exitcode == 0  # a forked child draws without the parent's thread
-
-
-def _count_in_child(cdf, u, expected, q):
-    q.put(bool(np.array_equal(kernels.count_at_most(cdf, u), expected)))
+def _search_in_child(cdf, u, expected, q):
+    q.put(bool(np.array_equal(kernels.search_cdf(cdf, kernels.cdf_guide(cdf), u), expected)))
 
 
 def test_a_child_forked_after_threaded_passes_runs_them_serially():
@@ -506,13 +500,15 @@ def test_a_child_forked_after_threaded_passes_runs_them_serially():
 
     rng = np.random.default_rng(2)
     cdf = np.cumsum(rng.random(1000))
-    u = np.sort(rng.random(200_000) * cdf[-1])
-    assert kernels.use_threads(cdf.size + u.size, kernels.PARALLEL_PAIRS)
+    u = rng.random(200_000) * cdf[-1]
+    assert kernels.use_threads(u.size, kernels.PARALLEL_SEARCH)
     expected = np.searchsorted(cdf, u, side="right")
-    np.testing.assert_array_equal(kernels._count_parallel(cdf, u, 2), expected)  # this process's threads start
+    out = np.empty(u.size, dtype=np.int64)
+    kernels._guided_parallel(cdf, kernels.cdf_guide(cdf), u, out, 2)  # this process's threads start
+    np.testing.assert_array_equal(out, expected)
     ctx = mp.get_context("fork")
     q = ctx.Queue()
-    child = ctx.Process(target=_count_in_child, args=(cdf, u, expected, q))
+    child = ctx.Process(target=_search_in_child, args=(cdf, u, expected, q))
     child.start()
     child.join(120)
     if child.is_alive():  # (a hung child would otherwise keep pytest from exiting)
@@ -520,4 +516,4 @@ def test_a_child_forked_after_threaded_passes_runs_them_serially():
         child.join()
     assert child.exitcode == 0
     assert q.get(timeout=5)
-    assert kernels.use_threads(cdf.size + u.size, kernels.PARALLEL_PAIRS)  # the parent keeps its threads
+    assert kernels.use_threads(u.size, kernels.PARALLEL_SEARCH)  # the parent keeps its threads

@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from simulator import Market, engagement, respond
+from simulator import Market, engagement, kernels, respond
 from tests import reference
 from simulator.scenario import parse_scenario
 from tests.conftest import make_scenario
@@ -143,7 +143,8 @@ def test_compiled_and_numpy_responses_agree_once_users_know_brands():
         w = t["winners"]
         # The compiled pass looks a user's familiarity up only where it might decide a click: with
         # striking creatives and first draws spread over the likely clicks, it often does.
-        u = w.u.copy()
+        s_idx, k_idx = np.indices((w.users.size, w.n_slots)).reshape(2, -1)
+        u = respond.uniforms(w, s_idx, k_idx).reshape(w.users.size, w.n_slots, kernels.UNIFORMS)  # the draws, given
         u[:, :, 0] = rng.random(u.shape[:2]) * 0.5
         striking = fresh(w, ad_content=np.ones_like(w.ad_content), u=u)
         same(respond.respond_numpy(fresh(striking)), respond.respond(fresh(striking)))
@@ -224,7 +225,13 @@ def test_the_bound_on_all_events_never_hides_one():
             b = view * (1.0 + 1e-9) / (2.0 + x + 0.5 * x * x + x * x * x / 6.0)  # the bound's
             choices = [u[0, 0, lane], t, np.nextafter(t, 0), np.nextafter(t, 1), 0.0, b, np.nextafter(b, 0), np.nextafter(b, 1)]
             u[0, 0, lane] = choices[(case + 3 * lane) % len(choices)]
-        bits = respond._may_respond(u, 0, 0, view, rel_hi, auth, content, vertical, fatigue, video)
+        bits = respond._may_respond(u, 0, 0, np.uint64(0), 0, view, rel_hi, auth, content, vertical, fatigue, video)
+        # Counter-based uniforms (the engine's): the same bits as the same numbers given.
+        key, c = np.uint64(case * 7919), 10 * case
+        drawn = kernels.counter_uniforms(int(key), c + np.arange(10)).reshape(1, 1, 10)
+        assert respond._may_respond(np.empty((0, 1, 10)), 0, 0, key, c, view, rel_hi, auth, content, vertical, fatigue, video) == (
+            respond._may_respond(drawn, 0, 0, key, c, view, rel_hi, auth, content, vertical, fatigue, video)
+        )
         for lane, zz in enumerate(z):
             if lane == 6 and not video:
                 assert not bits & (1 << lane)  # the video lane counts for video ads only
