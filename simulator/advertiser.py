@@ -50,6 +50,9 @@ class Advertiser(mesa.Agent):
         self.learning_mult: dict[int, float] = {}
         self.compensate_until: dict[int, int] = {}
         self.window: dict[int, dict[str, Any]] = {}  # compensation window: spend (micro), conversions, refunded
+        #: Compensation owed from a window that has closed (micro-yuan): learning failed, the window ended, or
+        #: an edit opened a new one before what was owed could be refunded.  Paid from the next days' spend.
+        self.owed: dict[int, int] = {}
         # Creative tests: per campaign, the next sample size to look at and the alpha left.
         self.ab_done: dict[int, bool] = {c: len(cs.creatives) < 2 for c, cs in self.campaign_specs.items()}
         self.ab_look: dict[int, int] = {c: 0 for c in self.campaigns}
@@ -103,7 +106,9 @@ class Advertiser(mesa.Agent):
         than ``compensation_threshold``, everything above ``conversions x
         target`` is owed; what is owed and not yet refunded is refunded today
         (at most today's spend, the rest carried to the next day).  Days with
-        no conversion count toward the window instead of escaping it.
+        no conversion count toward the window instead of escaping it.  What a
+        window owed when it closed (learning failed, its days ended, or an edit
+        opened a new one) is still refunded, from the next days' spend.
         """
         m = self.model
         book = m.book
@@ -113,30 +118,51 @@ class Advertiser(mesa.Agent):
             cs = self.campaign_specs[c]
             if cs.bid.type != "CPA" or c not in self.window:
                 continue
-            if self.cpa_state.get(c) not in ("learning", "learned") or m.day > self.compensate_until.get(c, -1):
-                continue
             w = self.window[c]
+            can_pay = int(spend_micro[c])
+            if self.cpa_state.get(c) not in ("learning", "learned") or m.day > self.compensate_until.get(c, -1):
+                self._close_window(c)
+            if self.owed.get(c, 0) > 0:  # a closed window's debt first
+                refund = min(self.owed[c], can_pay)
+                self.owed[c] -= refund
+                can_pay -= refund
+                self._refund(c, refund, f"owed from a closed window: refund {refund / MICRO:.2f} yuan")
+            if w.get("closed"):
+                continue
             w["spend"] += int(spend_micro[c])
             w["conversions"] += float(conversions[c])
             target_micro = cs.bid.amount * MICRO
             conv = w["conversions"]
             over = w["spend"] > (1.0 + threshold) * target_micro * max(conv, 0.0)
             if conv < 1 or not over:
+                w["outstanding"] = 0  # (conversions came in: nothing owed now)
                 continue
             owed = int(w["spend"] - math.floor(conv * target_micro)) - w["refunded"]
-            refund = min(owed, int(spend_micro[c]))
-            if refund <= 0:
-                continue
+            refund = max(0, min(owed, can_pay))
             w["refunded"] += refund
-            m.ledger.record_refund(c, refund)
-            book.refund(c, refund)
-            m.log(
-                "compensation",
+            w["outstanding"] = max(0, owed - refund)
+            self._refund(
+                c,
+                refund,
                 f"CPA {w['spend'] / MICRO / conv:.2f} over {conv:.0f} conversions since learning began > target "
                 f"{cs.bid.amount:.2f} x {1 + threshold:.2f}: refund {refund / MICRO:.2f} yuan",
-                self.name,
-                book.camp_name[c],
             )
+
+    def _refund(self, c: int, refund: int, detail: str) -> None:
+        if refund <= 0:
+            return
+        m = self.model
+        m.ledger.record_refund(c, refund)
+        m.book.refund(c, refund)
+        m.log("compensation", detail, self.name, m.book.camp_name[c])
+
+    def _close_window(self, c: int) -> None:
+        """The compensation window of campaign ``c`` ends: what it still owes becomes :attr:`owed`."""
+        w = self.window.get(c)
+        if w is not None and not w.get("closed"):
+            w["closed"] = True
+            self.owed[c] = self.owed.get(c, 0) + int(w.get("outstanding", 0))
+            w["outstanding"] = 0
 
     # ------------------------------------------------------------------ pieces
 
@@ -247,7 +273,8 @@ class Advertiser(mesa.Agent):
         self.learning_mult[c] = float(m.book.camp_mult[c])
         a = m.config.auction
         self.compensate_until[c] = m.day + a.learning_days + a.compensation_days - 1
-        self.window[c] = {"spend": 0, "conversions": 0.0, "refunded": 0}
+        self._close_window(c)
+        self.window[c] = {"spend": 0, "conversions": 0.0, "refunded": 0, "outstanding": 0}
         m.log("learning_reenter" if reentry else "learning_enter", why, self.name, m.book.camp_name[c])
 
     def _shift_budgets(self) -> None:

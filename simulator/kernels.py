@@ -748,31 +748,6 @@ if numba is not None:
 
     _bump_serial, _bump_parallel = serial_and_parallel(_bump_body, "_bump")
 
-    def _count_body(cdf, u, n_parts):
-        """Each part of the sorted ``u`` (one per thread) finds where its first value falls by
-        bisection, then walks along ``cdf`` as its values rise."""
-        n, n_cdf = u.shape[0], cdf.shape[0]
-        out = np.empty(n, dtype=np.int64)
-        for p in numba.prange(n_parts):  # a plain range in the serial compilation
-            i0, i1 = p * n // n_parts, (p + 1) * n // n_parts
-            if i0 >= i1:
-                continue
-            lo, hi = 0, n_cdf  # the number of cdf values <= u[i0]
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if cdf[mid] <= u[i0]:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            j = lo
-            for i in range(i0, i1):
-                while j < n_cdf and cdf[j] <= u[i]:
-                    j += 1
-                out[i] = j
-        return out
-
-    _count_serial, _count_parallel = serial_and_parallel(_count_body, "_count")
-
 
 def admitted(
     seg_ok: NDArray[np.bool_], bits: NDArray[np.int64], users: NDArray[np.int32], segment: NDArray, interest_bits: NDArray[np.int64]
@@ -801,14 +776,42 @@ def bump_frequency(freq: NDArray[np.uint8], users: NDArray, ads: NDArray, before
     kernel(freq, users, ads, before)
 
 
-def count_at_most(cdf: NDArray[np.float64], u: NDArray[np.float64]) -> NDArray[np.int64]:
-    """``np.searchsorted(cdf, u, side="right")`` for ascending ``u``: merge-like walks along both, one
-    per thread, each over its share of ``u``."""
+def cdf_guide(cdf: NDArray[np.float64]) -> NDArray[np.int32]:
+    """A guide table for :func:`search_cdf` (Chen and Asau's indexed search): ``guide[m]`` is where
+    ``m / M`` falls in ``cdf`` (``M = cdf.size``), so a uniform's search starts next to its answer."""
+    return np.searchsorted(cdf, np.arange(cdf.size) / cdf.size, side="right").astype(np.int32)
+
+
+def search_cdf(cdf: NDArray[np.float64], guide: NDArray[np.int32], u: NDArray[np.float64]) -> NDArray[np.int64]:
+    """``np.searchsorted(cdf, u, side="right")`` (``cdf`` ascending, ``u`` in any order), each search
+    from ``guide``'s entry for ``u`` (:func:`cdf_guide`): a step or two along ``cdf`` instead of a
+    binary search, on all cores for many ``u``.  Any guide gives the same answers; a good one, fast."""
     if not HAVE_NUMBA:
         return np.searchsorted(cdf, u, side="right")
-    if use_threads(cdf.size + u.size, PARALLEL_PAIRS):
-        return _count_parallel(cdf, u, numba.get_num_threads())
-    return _count_serial(cdf, u, 1)
+    out = np.empty(u.size, dtype=np.int64)
+    n_parts = numba.get_num_threads() if use_threads(u.size, PARALLEL_SEARCH) else 1
+    (_guided_parallel if n_parts > 1 else _guided_serial)(cdf, guide, u, out, n_parts)
+    return out
+
+
+#: Searches at least this many are shared among the threads (:func:`search_cdf`).
+PARALLEL_SEARCH = 20_000
+
+if numba is not None:
+
+    def _guided_body(cdf, guide, u, out, n_parts):
+        n, m_size = u.size, guide.size
+        for p in numba.prange(n_parts):  # a plain range in the serial compilation
+            for i in range(p * n // n_parts, (p + 1) * n // n_parts):
+                x = u[i]
+                j = np.int64(guide[min(max(np.int64(x * m_size), 0), m_size - 1)])
+                while j > 0 and cdf[j - 1] > x:  # (the guide is only where to start)
+                    j -= 1
+                while j < cdf.size and cdf[j] <= x:
+                    j += 1
+                out[i] = j
+
+    _guided_serial, _guided_parallel = serial_and_parallel(_guided_body, "_guided")
 
 
 #: Rows of :func:`ledger_sums`' per-ad sums (the first ten are ``quality.AdStats``' fields).

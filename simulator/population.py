@@ -79,14 +79,13 @@ class Population:
         activity = rng.lognormal(0.0, 0.6, size=n)
         self._cdf = np.cumsum(activity / activity.sum())
         self._cdf[-1] = 1.0
+        self._guide = kernels.cdf_guide(self._cdf)
 
     def draw_sessions(self, n_sessions: int, rng: np.random.Generator) -> np.ndarray:
         """User index of each of ``n_sessions`` sessions, in time order (int32)."""
-        # Sorted draws let one walk along the CDF find every user (kernels.count_at_most); a random
-        # permutation then puts the sessions in a random time order (the draws stay i.i.d.).
-        u = np.sort(rng.random(n_sessions))
-        idx = np.minimum(kernels.count_at_most(self._cdf, u), self.n - 1).astype(np.int32)
-        return idx[rng.permutation(n_sessions)]
+        # Each session's user by its uniform: i.i.d. draws, already in a random time order.
+        u = rng.random(n_sessions)
+        return np.minimum(kernels.search_cdf(self._cdf, self._guide, u), self.n - 1).astype(np.int32)
 
     def segment_counts(self) -> np.ndarray:
         """Users per demographic segment: shape (48,)."""
@@ -106,5 +105,6 @@ class Population:
                 self.interest_bits,
                 self.taste,
                 self._cdf,
+                self._guide,
             )
         )
