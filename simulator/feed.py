@@ -297,7 +297,7 @@ class Feed:
         out = engagement.Outcomes(**o, order_value=np.round(value, 2))
         self.ledger.record_impressions(
             hour, ads, served.slot, out, served.billed, served.over, np.where(served.over, served.amount, 0),
-            served.relevance, served.lift * self.view[served.slot], served.lift, self.engagement_weights,
+            served.relevance, served.lift * self.view[served.slot], served.lift, self.engagement_weights, imp_camp,
         )  # fmt: skip
         book.bill(np.bincount(imp_camp, weights=served.billed, minlength=book.n_campaigns).astype(np.int64))
         kernels.bump_frequency(self.freq, imp_users, ads, served.frequency)

@@ -101,9 +101,12 @@ class Ledger:
         exposure: np.ndarray,
         click_exposure: np.ndarray,
         engagement_weights: dict[str, float],
+        camp: np.ndarray | None = None,
     ) -> None:
-        """Add a batch of served impressions (arrays of shape (n,)) to today's counters."""
-        camp = self.book.ad_camp[ad_idx]
+        """Add a batch of served impressions (arrays of shape (n,)) to today's counters (``camp``: each
+        one's campaign, when the caller has it)."""
+        if camp is None:
+            camp = self.book.ad_camp[ad_idx]
         per_ad, per_camp = kernels.ledger_sums(
             ad_idx, camp, self.n_ads, self.n_campaigns, slot, outcomes, billed_micro, unbilled, unbilled_micro,
             relevance, exposure, click_exposure, engagement_weights, MICRO,
