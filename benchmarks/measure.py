@@ -64,6 +64,9 @@ PARTS: list[tuple[str, str, str]] = [
     ("simulator.market", "Market.tables", "output writing (tables, Parquet, manifest)"),
     ("simulator.results", "write_run", "output writing (tables, Parquet, manifest)"),
     ("simulator.plots", "save_report", "output writing: report.png"),
+    ("simulator.kernels", "admitted", "eligibility: targeting"),
+    ("simulator.kernels", "ledger_sums", "ledger"),
+    ("simulator.kernels", "bump_frequency", "eligibility, Ad Rank inputs, billing (rest of the feed)"),
 ]
 
 #: Functions found at run time (new public functions of ``simulator.kernels``): key -> part.

@@ -168,12 +168,14 @@ def markdown(res: dict[str, Any], images: dict[str, str]) -> str:
         "targeting masks, rank inputs and pruning order); `respond.respond` (the users' responses, billing and the "
         "re-auctions after budget crossings: compiled passes per block of sessions, whose first auctions, "
         "`kernels.select_rows`, are timed apart as ranking); the `Ledger`'s `record_*` and "
-        "`close_day`; `QualityModel.update`; `Market.__init__`, `Market.step`, `Market.tables`; `results.write_run`, "
+        "`close_day` and its compiled sums `kernels.ledger_sums`; the targeting matrix `kernels.admitted` (as "
+        "targeting); `QualityModel.update`; `Market.__init__`, `Market.step`, `Market.tables`; `results.write_run`, "
         "`plots.save_report`; `Feed.serve_hour`; and any other public Python function of `simulator.kernels`, "
         "where the engine's fused kernels live) with timers and charges each part its exclusive time (its own "
         "time minus that of wrapped functions it calls), so the parts add up to the run. \"Eligibility, Ad Rank inputs, "
         "billing\" is what `Feed.serve_hour` and the functions it calls do besides the named ones: the live "
-        "columns of each chunk, the uniforms of the responses, the order values and the bookkeeping of the impressions. Functions the engine no longer has are listed below the table. A part's rate is the auctions (impressions) of the run divided by that part's CPU time: the "
+        "columns of each chunk, the order values and the bookkeeping of the impressions (`kernels.bump_frequency`, the "
+        "frequency counts, among them). Functions the engine no longer has are listed below the table. A part's rate is the auctions (impressions) of the run divided by that part's CPU time: the "
         "rate the engine would reach if that part were all it did.",
     ]
     pm = res.get("parts_memory")

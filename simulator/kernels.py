@@ -783,8 +783,8 @@ def cdf_guide(cdf: NDArray[np.float64]) -> NDArray[np.int32]:
 
 
 def search_cdf(cdf: NDArray[np.float64], guide: NDArray[np.int32], u: NDArray[np.float64]) -> NDArray[np.int64]:
-    """``np.searchsorted(cdf, u, side="right")`` (``cdf`` ascending, ``u`` in any order), each search
-    from ``guide``'s entry for ``u`` (:func:`cdf_guide`): a step or two along ``cdf`` instead of a
+    """``np.searchsorted(cdf, u, side="right")`` (``cdf`` ascending and not NaN, ``u`` in any order), each
+    search from ``guide``'s entry for ``u`` (:func:`cdf_guide`): a step or two along ``cdf`` instead of a
     binary search, on all cores for many ``u``.  Any guide gives the same answers; a good one, fast."""
     if not HAVE_NUMBA:
         return np.searchsorted(cdf, u, side="right")
@@ -804,7 +804,11 @@ if numba is not None:
         for p in numba.prange(n_parts):  # a plain range in the serial compilation
             for i in range(p * n // n_parts, (p + 1) * n // n_parts):
                 x = u[i]
-                j = np.int64(guide[min(max(np.int64(x * m_size), 0), m_size - 1)])
+                if x != x:  # NaN sorts last
+                    out[i] = cdf.size
+                    continue
+                xm = x * m_size  # (clamped before it becomes an integer: huge and infinite u too)
+                j = np.int64(guide[0 if not (xm > 0.0) else (m_size - 1 if xm >= m_size else np.int64(xm))])
                 while j > 0 and cdf[j - 1] > x:  # (the guide is only where to start)
                     j -= 1
                 while j < cdf.size and cdf[j] <= x:
@@ -960,7 +964,7 @@ if numba is not None:
     @numba.njit(cache=True, nogil=True, inline="always")
     def counter_uniform(key, counter):
         """:func:`counter_uniforms` of one counter (``key`` a uint64, ``counter`` an integer)."""
-        z = key + (np.uint64(counter) + np.uint64(1)) * _WEYL
+        z = np.uint64(key) + (np.uint64(counter) + np.uint64(1)) * _WEYL  # (an int64 key would shift in its sign)
         z = (z ^ (z >> np.uint64(30))) * _MIX1
         z = (z ^ (z >> np.uint64(27))) * _MIX2
         z = z ^ (z >> np.uint64(31))

@@ -403,6 +403,9 @@ def test_compiled_feed_passes_match_their_numpy_twins(monkeypatch):
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(counts, want.sum(axis=0))
     np.testing.assert_array_equal(kernels.search_cdf(cdf, guides[1], u), np.searchsorted(cdf, u, side="right"))
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", True)
+    odd = np.array([np.nan, np.inf, -np.inf, 1e300, -1e300, -0.0, np.nextafter(1.0, 0.0), 1.0])
+    np.testing.assert_array_equal(kernels.search_cdf(cdf, guides[0], odd), np.searchsorted(cdf, odd, side="right"))
 
 
 def test_ledger_sums_compiled_and_numpy_give_the_same_floats(monkeypatch):
@@ -454,6 +457,26 @@ def test_counter_uniforms_are_splitmix64_and_the_compiled_ones_equal_them():
         counter = np.concatenate([np.arange(50), rng.integers(0, 2**62, 200), [2**63 - 1]])
         got = [kernels.counter_uniform(np.uint64(key), np.int64(c)) for c in counter]
         np.testing.assert_array_equal(got, kernels.counter_uniforms(key, counter))
+        if key < 2**63:  # a key typed int64 gives the same numbers (no sign shifted in)
+            got = [kernels.counter_uniform(np.int64(key), np.int64(c)) for c in counter[:20]]
+            np.testing.assert_array_equal(got, kernels.counter_uniforms(key, counter[:20]))
+
+
+def test_the_responses_read_uniform_e_of_slot_k_of_session_s_at_its_own_counter():
+    """Counter ``((first + s) x n_slots + k) x 10 + e``, written out by hand for a few draws."""
+    from types import SimpleNamespace
+
+    from simulator import respond
+
+    w = SimpleNamespace(u=None, u_key=987654321, u_first=7, n_slots=3)
+    got = respond.uniforms(w, np.array([0, 0, 2, 5]), np.array([0, 2, 1, 0]))
+    for row, (s, k) in enumerate([(0, 0), (0, 2), (2, 1), (5, 0)]):
+        for e in (0, 6, 9):
+            want = kernels.counter_uniforms(987654321, np.array([((7 + s) * 3 + k) * 10 + e]))[0]
+            assert got[row, e] == want
+    given = np.random.default_rng(1).random((6, 3, 10))  # given draws are read as they are
+    w = SimpleNamespace(u=given, u_key=987654321, u_first=7, n_slots=3)
+    np.testing.assert_array_equal(respond.uniforms(w, np.array([5]), np.array([2])), given[[5], [2]])
 
 
 def test_counter_uniforms_look_uniform_and_independent():

@@ -60,7 +60,7 @@ def ocpc_tables(seed: int) -> dict[str, pd.DataFrame]:
 
 
 #: ``opt``'s story needs a conversion or two in its first days, not six: likely, not certain
-#: (seeds 2-6 all tell it; see the last test).  This seed is one of them.
+#: (seeds 1-7 but 5 tell it with this version's draws; see the last test).  This seed is one of them.
 SEED = 2
 
 
@@ -102,7 +102,9 @@ def test_compensation_failure_and_reentry(tables: dict[str, pd.DataFrame]) -> No
     assert opt_story(k), k
     ev = tables["events"]
     comp = ev[(ev["advertiser"] == "opt") & (ev["kind"] == "compensation")]
-    # Only inside a guarantee window: learning (3 days) + 2, from the start or from the re-entry.
+    # What a closed window still owed is paid on the days after it (at most a day's spend each day).
+    comp = comp[~comp["detail"].str.startswith("owed from a closed window")]
+    # The rest only inside a guarantee window: learning (3 days) + 2, from the start or from the re-entry.
     reenter = ev[(ev["advertiser"] == "opt") & (ev["kind"] == "learning_reenter")]["date"].min()
     in_first = comp["date"] <= pd.Timestamp("2026-09-11")
     in_second = (comp["date"] >= reenter) & (comp["date"] < reenter + pd.Timedelta(days=5))
@@ -165,6 +167,6 @@ def test_targeting_edit_reenters_learning_and_reports_reach() -> None:
 
 @pytest.mark.slow
 def test_the_story_is_not_one_lucky_seed() -> None:
-    """The same events on most seeds (measured: 5 of seeds 2-6, and 5 of 6 with the default seed)."""
+    """The same events on most seeds (measured: 4 of seeds 3-7; seeds 1 and 2 tell it too)."""
     told = [opt_story(kinds(ocpc_tables(seed), "opt")) for seed in (3, 4, 5, 6, 7)]
     assert sum(told) >= 3, told
