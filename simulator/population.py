@@ -79,7 +79,9 @@ class Population:
         activity = rng.lognormal(0.0, 0.6, size=n)
         self._cdf = np.cumsum(activity / activity.sum())
         self._cdf[-1] = 1.0
-        self._guide = kernels.cdf_guide(self._cdf)
+        # Read at random by every session's search: on huge pages (kernels.hot_copy), like the user tables.
+        self._cdf = kernels.hot_copy(self._cdf)
+        self._guide = kernels.hot_copy(kernels.cdf_guide(self._cdf))
 
     def draw_sessions(self, n_sessions: int, rng: np.random.Generator) -> np.ndarray:
         """User index of each of ``n_sessions`` sessions, in time order (int32)."""
