@@ -106,8 +106,9 @@ class Feed:
     @familiar_keys.setter
     def familiar_keys(self, keys: np.ndarray) -> None:
         # The compiled pass finds a user's keys through this index: the two never go out of step.
-        self._familiar_keys = keys
-        self.familiar_ptr = respond.familiar_index(keys, self.population.n)
+        # Both are read at random per impression: on huge pages when large (kernels.hot_copy), values unchanged.
+        self._familiar_keys = kernels.hot_copy(keys)
+        self.familiar_ptr = kernels.hot_copy(respond.familiar_index(keys, self.population.n))
 
     def start_day(self, day: int) -> None:
         self.day = day

@@ -71,6 +71,8 @@ class Population:
         del raw, alpha
         bits = (self.affinity >= INTEREST_THRESHOLD).astype(np.int64)
         self.interest_bits = (bits << np.arange(len(categories), dtype=np.int64)).sum(axis=1)
+        # Read at random by every session's targeting: on huge pages (kernels.hot_copy), values unchanged.
+        self.segment, self.interest_bits = kernels.hot_copy(self.segment), kernels.hot_copy(self.interest_bits)
         del bits
         self.taste = kernels.hot_copy(
             (rng.standard_normal((n, spec.taste_dims), dtype=np.float32) / np.sqrt(spec.taste_dims)).astype(np.float32)
