@@ -296,14 +296,14 @@ class Feed:
             mean = book.camp_value[imp_camp[conv]] * cond.order_value
             value[conv] = mean * np.exp(0.5 * self.engagement_rng.standard_normal(n_conv) - 0.125)
         out = engagement.Outcomes(**o, order_value=np.round(value, 2))
-        self.ledger.record_impressions(
+        per_ad, per_camp = self.ledger.record_impressions(
             hour, ads, served.slot, out, served.billed, served.over, np.where(served.over, served.amount, 0),
             served.relevance, served.lift * self.view[served.slot], served.lift, self.engagement_weights, imp_camp,
         )  # fmt: skip
-        book.bill(np.bincount(imp_camp, weights=served.billed, minlength=book.n_campaigns).astype(np.int64))
+        book.bill(per_camp[kernels.CAMPAIGN_SUMS.index("spend_micro")].astype(np.int64))
         kernels.bump_frequency(self.freq, imp_users, ads, served.frequency)
         self._freq_used = True
-        book.ad_impressions_total += np.bincount(ads, minlength=book.n_ads)
+        book.ad_impressions_total += per_ad[kernels.AD_SUMS.index("impressions")]
         if out.click.any():
             self.clicked.append((book.camp_adv[imp_camp[out.click]], imp_users[out.click]))
         if out.conversion.any():

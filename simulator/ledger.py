@@ -102,9 +102,10 @@ class Ledger:
         click_exposure: np.ndarray,
         engagement_weights: dict[str, float],
         camp: np.ndarray | None = None,
-    ) -> None:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Add a batch of served impressions (arrays of shape (n,)) to today's counters (``camp``: each
-        one's campaign, when the caller has it)."""
+        one's campaign, when the caller has it).  Returns the batch's sums per ad and per campaign
+        (rows :data:`kernels.AD_SUMS` and :data:`kernels.CAMPAIGN_SUMS`)."""
         if camp is None:
             camp = self.book.ad_camp[ad_idx]
         per_ad, per_camp = kernels.ledger_sums(
@@ -121,6 +122,7 @@ class Ledger:
         self.revenue_micro += int(billed_micro.sum())
         self.hourly[hour][:, :4] += per_camp[:4].T
         self.hourly_spend_micro[hour] += per_camp[4].astype(np.int64)
+        return per_ad, per_camp
 
     def record_refund(self, c: int, micro: int) -> None:
         """An over-cost compensation: the advertiser's spend and the platform's revenue both drop."""
