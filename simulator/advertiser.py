@@ -49,7 +49,8 @@ class Advertiser(mesa.Agent):
         self.learning_base_conv: dict[int, float] = {}
         self.learning_mult: dict[int, float] = {}
         self.compensate_until: dict[int, int] = {}
-        self.window: dict[int, dict[str, Any]] = {}  # compensation window: spend (micro), conversions, refunded
+        # Compensation window: spend (micro), conversions, refunded and still owed (micro), closed.
+        self.window: dict[int, dict[str, Any]] = {}
         #: Compensation owed from a window that has closed (micro-yuan): learning failed, the window ended, or
         #: an edit opened a new one before what was owed could be refunded.  Paid from the next days' spend.
         self.owed: dict[int, int] = {}
@@ -127,7 +128,7 @@ class Advertiser(mesa.Agent):
                 self.owed[c] -= refund
                 can_pay -= refund
                 self._refund(c, refund, f"owed from a closed window: refund {refund / MICRO:.2f} yuan")
-            if w.get("closed"):
+            if w["closed"]:
                 continue
             w["spend"] += int(spend_micro[c])
             w["conversions"] += float(conversions[c])
@@ -159,9 +160,9 @@ class Advertiser(mesa.Agent):
     def _close_window(self, c: int) -> None:
         """The compensation window of campaign ``c`` ends: what it still owes becomes :attr:`owed`."""
         w = self.window.get(c)
-        if w is not None and not w.get("closed"):
+        if w is not None and not w["closed"]:
             w["closed"] = True
-            self.owed[c] = self.owed.get(c, 0) + int(w.get("outstanding", 0))
+            self.owed[c] = self.owed.get(c, 0) + w["outstanding"]
             w["outstanding"] = 0
 
     # ------------------------------------------------------------------ pieces
@@ -274,7 +275,7 @@ class Advertiser(mesa.Agent):
         a = m.config.auction
         self.compensate_until[c] = m.day + a.learning_days + a.compensation_days - 1
         self._close_window(c)
-        self.window[c] = {"spend": 0, "conversions": 0.0, "refunded": 0, "outstanding": 0}
+        self.window[c] = {"spend": 0, "conversions": 0.0, "refunded": 0, "outstanding": 0, "closed": False}
         m.log("learning_reenter" if reentry else "learning_enter", why, self.name, m.book.camp_name[c])
 
     def _shift_budgets(self) -> None:

@@ -101,13 +101,11 @@ class Ledger:
         exposure: np.ndarray,
         click_exposure: np.ndarray,
         engagement_weights: dict[str, float],
-        camp: np.ndarray | None = None,
+        camp: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Add a batch of served impressions (arrays of shape (n,)) to today's counters (``camp``: each
-        one's campaign, when the caller has it).  Returns the batch's sums per ad and per campaign
-        (rows :data:`kernels.AD_SUMS` and :data:`kernels.CAMPAIGN_SUMS`)."""
-        if camp is None:
-            camp = self.book.ad_camp[ad_idx]
+        """Add a batch of served impressions (arrays of shape (n,); ``camp``: each one's campaign) to
+        today's counters.  Returns the batch's sums per ad and per campaign (rows
+        :data:`kernels.AD_SUMS` and :data:`kernels.CAMPAIGN_SUMS`)."""
         per_ad, per_camp = kernels.ledger_sums(
             ad_idx, camp, self.n_ads, self.n_campaigns, slot, outcomes, billed_micro, unbilled, unbilled_micro,
             relevance, exposure, click_exposure, engagement_weights, MICRO,

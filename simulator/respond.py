@@ -414,22 +414,13 @@ if kernels.numba is not None:
         margin = view * (1.0 + 1e-9)
         tiny = not (view >= 1e-300)
         hit = 0
-        if u.shape[0] > 0:
-            for e in range(8):
-                hit = hit | _lane(e, u[s, k, e], view, margin, tiny, rel_hi, auth, content, vertical, fatigue, video)
-        else:
-            for e in range(8):
-                ue = kernels.counter_uniform(key, c + e)
-                hit = hit | _lane(e, ue, view, margin, tiny, rel_hi, auth, content, vertical, fatigue, video)
+        for e in range(8):
+            z = _Z0[e] + _Z_REL[e] * rel_hi + _Z_AUTH[e] * auth + _Z_CONTENT[e] * content + _Z_VERTICAL[e] * vertical - fatigue
+            x = -z
+            ue = _uniform(u, s, k, key, c, e)
+            never = (ue >= view) | ((z < 0.0) & (ue * (2.0 + x + 0.5 * x * x + x * x * x / 6.0) >= margin) & (not tiny))
+            hit = hit | (np.int64((not never) & ((e < 6) | ((e == 6) & video))) << e)
         return hit
-
-    @numba.njit(cache=True, nogil=True, inline="always")
-    def _lane(e, ue, view, margin, tiny, rel_hi, auth, content, vertical, fatigue, video):
-        """:func:`_may_respond`'s bit for lane ``e`` with uniform ``ue``."""
-        z = _Z0[e] + _Z_REL[e] * rel_hi + _Z_AUTH[e] * auth + _Z_CONTENT[e] * content + _Z_VERTICAL[e] * vertical - fatigue
-        x = -z
-        never = (ue >= view) | ((z < 0.0) & (ue * (2.0 + x + 0.5 * x * x + x * x * x / 6.0) >= margin) & (not tiny))
-        return np.int64((not never) & ((e < 6) | ((e == 6) & video))) << e
 
     @numba.njit(cache=True, nogil=True)
     def _paid_rows(sessions, w0, w1, mechanism, sorted_ranks, view, floor, paid):
