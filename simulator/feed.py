@@ -95,9 +95,10 @@ class Feed:
         #: Sorted keys (:func:`respond.familiar_key`) of users who clicked or converted with an advertiser
         #: before today (ground truth of brand familiarity; the market refreshes it each night), and
         #: ``familiar_ptr``, where each user's keys start (set with them).
-        self.familiar_keys = np.zeros(0, dtype=np.int64)
         #: When a list, every served batch appends its inputs and outputs (tests compare a slow reference).
         self.trace: list[dict[str, Any]] | None = None
+        self._familiar_room: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+        self.familiar_keys = np.zeros(0, dtype=np.int64)
 
     @property
     def familiar_keys(self) -> np.ndarray:
@@ -107,8 +108,11 @@ class Feed:
     def familiar_keys(self, keys: np.ndarray) -> None:
         # The compiled pass finds a user's keys through this index: the two never go out of step.
         # Both are read at random per impression: on huge pages when large (kernels.hot_copy), values unchanged.
-        self._familiar_keys = kernels.hot_copy(keys)
-        self.familiar_ptr = kernels.hot_copy(respond.familiar_index(keys, self.population.n))
+        # Their tables are reused from day to day, except under a trace (which keeps each batch's inputs).
+        rooms = self._familiar_room if self.trace is None else (None, None)
+        self._familiar_keys, keys_room = kernels.hot_into(rooms[0], keys)
+        self.familiar_ptr, ptr_room = kernels.hot_into(rooms[1], respond.familiar_index(keys, self.population.n))
+        self._familiar_room = (keys_room, ptr_room)
 
     def start_day(self, day: int) -> None:
         self.day = day

@@ -4,6 +4,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulator import Market, engagement, kernels, respond
 from tests import reference
@@ -109,6 +111,63 @@ def test_brand_familiarity_lookup_matches_the_sorted_set():
     np.testing.assert_array_equal(via_index, truth)
     assert ptr[0] == 0
     assert ptr[-1] == keys.size
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    days=st.lists(st.lists(st.integers(0, 40), max_size=25), min_size=1, max_size=12),
+    keep=st.integers(1, 5),
+    compiled=st.booleans(),
+)
+def test_familiarity_fades_exactly_after_its_days(days, keep, compiled):
+    """The market keeps the familiar pairs by merging each day's into a sorted set with the day last
+    seen (kernels.merge_seen, compiled and numpy): always exactly the distinct keys of the last
+    ``keep`` days, sorted (the naive union), each with the last day it was seen."""
+    if compiled and not kernels.HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    keys, last = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
+    for day, today in enumerate(days):
+        new = np.unique(np.array(today, dtype=np.int64))
+        saved = kernels.HAVE_NUMBA
+        kernels.HAVE_NUMBA = compiled
+        try:
+            keys, last = kernels.merge_seen(keys, last, new, day, day - keep)
+        finally:
+            kernels.HAVE_NUMBA = saved
+        window = range(max(0, day - keep + 1), day + 1)
+        np.testing.assert_array_equal(keys, np.unique(np.array([k for d in window for k in days[d]], dtype=np.int64)))
+        np.testing.assert_array_equal(last, [max(d for d in window if k in days[d]) for k in keys.tolist()])
+        assert last.dtype == np.int32
+
+
+def test_hot_tables_are_reused_when_they_fit():
+    a = np.arange(10, dtype=np.int64)
+    out, room = kernels.hot_into(None, a)
+    np.testing.assert_array_equal(out, a)
+    again, same_room = kernels.hot_into(room, a[:7] * 3)
+    assert same_room is room and np.shares_memory(again, room)
+    np.testing.assert_array_equal(again, a[:7] * 3)
+    bigger, new_room = kernels.hot_into(room, np.arange(100, dtype=np.int64))
+    assert new_room is not room and new_room.size >= 100
+    np.testing.assert_array_equal(bigger, np.arange(100))
+
+
+def test_a_traced_days_familiarity_is_never_overwritten():
+    """The feed reuses its familiarity tables from day to day, but not under a trace, which keeps
+    every batch's inputs for the reference to read later."""
+    market = Market(make_scenario({"days": 4}))
+    market.step()
+    market.step()
+    market.feed.trace = []
+    market.step()
+    kept = [(t["winners"].familiar_keys, t["winners"].familiar_keys.copy()) for t in market.feed.trace]
+    assert kept and kept[0][1].size > 0
+    latest = market.feed.familiar_keys
+    kept.append((latest, latest.copy()))
+    market.feed.familiar_keys = latest[1:].copy()  # (fits the tables: without a trace they would be reused)
+    market.step()
+    for traced, copy in kept:
+        np.testing.assert_array_equal(traced, copy)
 
 
 def test_compiled_and_numpy_responses_agree_once_users_know_brands():
