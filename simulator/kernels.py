@@ -391,6 +391,13 @@ if numba is not None:
         its prefetching afresh, so many small shares of a small block would wait on memory."""
         return min(64, max(min(n, 2), n // SHARE_SESSIONS))
 
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def at(i):
+        """The index ``i``, known to be >= 0, as unsigned: numba then reads ``a[at(i)]`` without
+        first checking for a negative index to count from the end (in the scans' inner loops,
+        where that check is a good part of the work).  Never for an index that may be -1."""
+        return np.uint64(i)
+
     @numba.njit(cache=True, nogil=True)
     def prefetch_rows(u, user_lift, freq):
         """Prefetch user ``u``'s rows of ``user_lift`` and ``freq`` (a hint: no effect on results)."""
@@ -453,7 +460,7 @@ if numba is not None:
             if listed:
                 prefetch(admitted, (s_first, 0))
         for w in range(w0, w1):
-            s = sessions[w] if listed else w
+            s = at(sessions[w] if listed else w)
             if w + PREFETCH_AHEAD < w1:  # a later session's rows (a hint: no effect on results)
                 s_next = sessions[w + PREFETCH_AHEAD] if listed else w + PREFETCH_AHEAD
                 prefetch_rows(users[s_next], user_lift, freq)
@@ -462,16 +469,16 @@ if numba is not None:
             for p in range(width):
                 order[s, p] = -1
                 sorted_ranks[s, p] = 0.0
-            u = users[s]
-            dev = device[s]
+            u = at(users[s])
+            dev = at(device[s])
             count = 0
-            rb = min(int(np.float64(u_part[s]) * n_bins), n_bins - 1)  # its throttle bin
+            rb = at(min(int(np.float64(u_part[s]) * n_bins), n_bins - 1))  # its throttle bin
             # This user's lift factor of each bucket, and the buckets in order of their best bound.
             for b in range(n_buckets):
                 mult = 1.0
                 e = bucket_power[b]
                 if e > 0:
-                    lf_b = np.float64(user_lift[u, bucket_topic[b]])
+                    lf_b = np.float64(user_lift[u, at(bucket_topic[b])])
                     mult = lf_b
                     for _ in range(e - 1):
                         mult = mult * lf_b
@@ -491,42 +498,35 @@ if numba is not None:
                 mult = mults[b]
                 for q in range(bin_start[rb, b], bin_start[rb, b + 1]):
                     j = bin_cols[rb, q]
-                    bj = bound[j] * mult
+                    ju = at(j)
+                    bj = bound[ju] * mult
                     if bj < floor or (count == width and bj < sorted_ranks[s, width - 1]):
                         break  # bounds fall along the bucket: nobody after j in it can win
-                    if exhausted[j]:
+                    # The budget, the pacing throttle and the targeting in one test, without a branch
+                    # each: they turn columns away at random, and a mispredicted branch costs more
+                    # than the reads.
+                    sh = share[ju]
+                    x = u_part[s] + phase[ju]
+                    x = x - one if x >= one else x
+                    if not ((not exhausted[ju]) & ((not (sh < one)) | (x < sh)) & admitted[s, at(col_group[ju])]):
                         continue
-                    sh = share[j]  # the pacing throttle first: cheap, and it turns many away
-                    if sh < one:
-                        x = u_part[s] + phase[j]
-                        if x >= one:
-                            x = x - one
-                        if not (x < sh):
-                            continue
-                    if not admitted[s, col_group[j]]:
+                    a = col_audience[ju]
+                    if a >= 0 and not audience[s, at(a)]:
                         continue
-                    a = col_audience[j]
-                    if a >= 0 and not audience[s, a]:
+                    if cap > 0 and freq[u, at(col_ad[ju])] >= cap:
                         continue
-                    if cap > 0 and freq[u, col_ad[j]] >= cap:
+                    m = col_multi[ju]
+                    if m >= 0 and picks[s, at(m)] != col_slot[ju]:
                         continue
-                    m = col_multi[j]
-                    if m >= 0 and picks[s, m] != col_slot[j]:
-                        continue
-                    v = per_event[j]
+                    v = per_event[ju]
                     if has_device:
-                        v = v * device_mult[dev, j]
-                    if value_lift[j]:
-                        v = v * np.float64(user_lift[u, col_topic[j]])
-                    lp = lift_power[j]
-                    if lp == 0:
-                        rate = 1.0 * base_rate[j]
-                    else:
-                        lf = np.float64(user_lift[u, col_topic[j]])
-                        rate = lf * base_rate[j]
-                        if lp == 2:
-                            rate = rate * lf
-                    r = v * rate * qs_factor[j]
+                        v = v * device_mult[dev, ju]
+                    lf = np.float64(user_lift[u, at(col_topic[ju])])
+                    v = v * lf if value_lift[ju] else v
+                    lp = lift_power[ju]
+                    rate = (lf if lp != 0 else 1.0) * base_rate[ju]
+                    rate = rate * lf if lp == 2 else rate
+                    r = v * rate * qs_factor[ju]
                     if not (r >= floor and r > 0.0):
                         continue
                     # Ties go to the lower column index, whatever order the buckets are scanned in.

@@ -499,26 +499,30 @@ if kernels.numba is not None:
             if w + ahead // 2 < w1:  # that user's brand keys, now that the offset has arrived
                 s_near = sessions[w + ahead // 2] if listed else w + ahead // 2
                 kernels.prefetch(familiar_keys, (familiar_ptr[users[s_near]],))
-            i = start[s]
+            # Indices known to be >= 0 are read through kernels.at (unsigned: no check for a negative one).
+            su = kernels.at(s)
+            i = start[su]
             for k in range(n_slots):
-                j = order[s, k]
+                j = order[su, k]
                 if j < 0:
                     break
-                usr = users[s]
-                ad = cols[j]
-                c = camp[j]
-                topic = ad_topic[ad]
-                lf = np.float64(user_lift[usr, topic])
-                value = per_event[j]
+                ju = kernels.at(j)
+                usr = users[su]
+                uu = kernels.at(usr)
+                ad = kernels.at(cols[ju])
+                c = kernels.at(camp[ju])
+                topic = kernels.at(ad_topic[ad])
+                lf = np.float64(user_lift[uu, topic])
+                value = per_event[ju]
                 if has_device:
-                    value = value * device_mult[j, device[s]]
-                if ocpc[j]:
+                    value = value * device_mult[ju, kernels.at(device[su])]
+                if ocpc[ju]:
                     value = value * lf
-                rank = sorted_ranks[s, k]
-                ratio = paid[s, k] / rank if rank > 0 else 0.0
+                rank = sorted_ranks[su, k]
+                ratio = paid[su, k] / rank if rank > 0 else 0.0
                 price = value * min(ratio, 1.0)
-                rel_obs = np.float64(affinity[usr, topic])
-                f0 = freq[usr, ad]
+                rel_obs = np.float64(affinity[uu, topic])
+                f0 = freq[uu, ad]
                 fatigue = fatigue_freq[f0] + 0.12 * wear[ad]
                 auth = ad_authenticity[ad] - 0.5
                 content = ad_content[ad] - 0.5
@@ -532,17 +536,17 @@ if kernels.numba is not None:
                 cu = ((u_first + s) * n_slots + k) * kernels.UNIFORMS  # the counter of the slot's first uniform
                 maybe = _may_respond(u, s, k, u_key, cu, vw, rel_hi, auth, content, ad_vertical[ad], fatigue, ad_video[ad])
                 if maybe:
-                    acc = taste[usr, 0] * ad_taste[ad, 0]
+                    acc = taste[uu, 0] * ad_taste[ad, 0]
                     for d in range(1, taste.shape[1]):
-                        acc = acc + taste[usr, d] * ad_taste[ad, d]
+                        acc = acc + taste[uu, d] * ad_taste[ad, d]
                     rel = (1 - TASTE_WEIGHT) * rel_obs + TASTE_WEIGHT * _sig(1.5 * np.float64(acc))
                     # Brand familiarity matters only through the click (a conversion needs one): it is looked
                     # up only when a user who knew the brand might click.
                     known = 0.0
                     if maybe & 1 and not _never(_uniform(u, s, k, u_key, cu, 0), vw, -4.8 + 2.4 * rel + 1.6 * content + _FC_MAX - fatigue):
                         key = (np.int64(usr) << 32) | np.int64(camp_adv[c])
-                        for q in range(familiar_ptr[usr], familiar_ptr[usr + 1]):  # this user's few keys
-                            if familiar_keys[q] == key:
+                        for q in range(familiar_ptr[uu], familiar_ptr[kernels.at(usr + 1)]):  # this user's few keys
+                            if familiar_keys[kernels.at(q)] == key:
                                 known = 1.0
                         click = _occurs(_uniform(u, s, k, u_key, cu, 0), vw, -4.8 + 2.4 * rel + 1.6 * content + _FC * known - fatigue)
                     like = maybe & 2 != 0 and _occurs(_uniform(u, s, k, u_key, cu, 1), vw, -4.6 + 2.0 * rel + 1.4 * auth + 1.0 * content - fatigue)
@@ -559,7 +563,7 @@ if kernels.numba is not None:
                         conversion = _uniform(u, s, k, u_key, cu, 7) < p_conv
                         if not conversion and has_landing:
                             bounce = _uniform(u, s, k, u_key, cu, 8) < _sig(0.4 - 3.5 * landing - 1.2 * rel)
-                b = bill[j]
+                b = bill[ju]
                 if b == 0:  # BILL_IMPRESSION
                     event = True
                 elif b == 1:  # BILL_CLICK
@@ -568,24 +572,25 @@ if kernels.numba is not None:
                     event = like or comment or save or share
                 else:
                     event = conversion
-                amount[i] = np.int64(np.floor(price * 1e6)) if event else 0
-                prices[i] = price
-                session[i] = s
-                slot[i] = k
-                col[i] = j
-                flags[0, i] = click
-                flags[1, i] = like
-                flags[2, i] = comment
-                flags[3, i] = save
-                flags[4, i] = share
-                flags[5, i] = follow
-                flags[6, i] = video
-                flags[7, i] = conversion
-                flags[8, i] = bounce
-                flags[9, i] = event
-                relevance[i] = rel_obs
-                lift[i] = lf
-                frequency[i] = f0
+                iu = kernels.at(i)
+                amount[iu] = np.int64(np.floor(price * 1e6)) if event else 0
+                prices[iu] = price
+                session[iu] = s
+                slot[iu] = k
+                col[iu] = j
+                flags[0, iu] = click
+                flags[1, iu] = like
+                flags[2, iu] = comment
+                flags[3, iu] = save
+                flags[4, iu] = share
+                flags[5, iu] = follow
+                flags[6, iu] = video
+                flags[7, iu] = conversion
+                flags[8, iu] = bounce
+                flags[9, iu] = event
+                relevance[iu] = rel_obs
+                lift[iu] = lf
+                frequency[iu] = f0
                 i += 1
             if ends.shape[0] > 0:
                 ends[s - ends_from] = i
