@@ -859,57 +859,57 @@ if numba is not None:
         n_parts, ad, camp, n_ads, n_camps, slot, click, like, comment, save, share, follow, video, conversion,
         bounce, order_value, billed, unbilled, unbilled_micro, relevance, exposure, click_exposure, weights, micro,
     ):  # fmt: skip
-        """The sums, one row per ad and per campaign (an ad's sums share cache lines).  Part ``p`` of
-        ``n_parts`` (one per thread) reads every impression and adds those of the ads and campaigns
-        in its share of the indices, so each sum still adds its terms in impression order."""
-        per_ad = np.zeros((n_ads, len(AD_SUMS)))
+        """The sums, one row per ad (in two tables, :data:`AD_SUMS`' first ten and last ten) and per
+        campaign.  The work is split by sum, not by impression: part 0 (of ``n_parts``, one per thread)
+        adds the first table, the last part the second and the campaigns' (one part: all three).  So
+        each sum adds its terms in impression order, each part reads only its own inputs, no branch
+        depends on the impression, and no two threads write to one cache line."""
+        n = ad.shape[0]
+        first = np.zeros((n_ads, 10))
+        second = np.zeros((n_ads, len(AD_SUMS) - 10))
         per_camp = np.zeros((n_camps, len(CAMPAIGN_SUMS)))
         w_like, w_save, w_comment, w_share, w_follow = weights
         for p in numba.prange(n_parts):  # a plain range in the serial compilation
-            a0, a1 = p * n_ads // n_parts, (p + 1) * n_ads // n_parts
-            c0, c1 = p * n_camps // n_parts, (p + 1) * n_camps // n_parts
-            for i in range(ad.shape[0]):
-                a, c = ad[i], camp[i]
-                mine_a, mine_c = a0 <= a < a1, c0 <= c < c1
-                if not (mine_a or mine_c):
-                    continue
-                engaged = np.float64(like[i] or comment[i] or save[i] or share[i])
-                clk, conv = np.float64(click[i]), np.float64(conversion[i])
-                if mine_a:
-                    per_ad[a, 0] += 1.0
-                    per_ad[a, 1] += exposure[i]
-                    per_ad[a, 2] += clk
-                    per_ad[a, 3] += click_exposure[i] * clk
-                    per_ad[a, 4] += engaged
-                    per_ad[a, 5] += (
+            if p == 0:
+                for i in range(n):
+                    a = ad[i]
+                    clk = np.float64(click[i])
+                    first[a, 0] += 1.0
+                    first[a, 1] += exposure[i]
+                    first[a, 2] += clk
+                    first[a, 3] += click_exposure[i] * clk
+                    first[a, 4] += np.float64(like[i] or comment[i] or save[i] or share[i])
+                    first[a, 5] += (
                         w_like * np.float64(like[i]) + w_save * np.float64(save[i]) + w_comment * np.float64(comment[i])
                         + w_share * np.float64(share[i]) + w_follow * np.float64(follow[i])
                     )  # fmt: skip
-                    per_ad[a, 6] += conv
-                    per_ad[a, 7] += np.float64(bounce[i])
-                    per_ad[a, 8] += relevance[i]
-                    per_ad[a, 9] += np.float64(follow[i])
-                    per_ad[a, 10] += np.float64(like[i])
-                    per_ad[a, 11] += np.float64(comment[i])
-                    per_ad[a, 12] += np.float64(save[i])
-                    per_ad[a, 13] += np.float64(share[i])
-                    per_ad[a, 14] += np.float64(video[i])
-                    per_ad[a, 15] += order_value[i]
-                    per_ad[a, 16] += np.float64(slot[i] + 1)
-                    per_ad[a, 17] += np.float64(unbilled[i])
-                    per_ad[a, 18] += unbilled_micro[i] / micro
-                    per_ad[a, 19] += np.float64(billed[i])
-                if mine_c:
+                    first[a, 6] += np.float64(conversion[i])
+                    first[a, 7] += np.float64(bounce[i])
+                    first[a, 8] += relevance[i]
+                    first[a, 9] += np.float64(follow[i])
+            if p == n_parts - 1:
+                for i in range(n):
+                    a, c = ad[i], camp[i]
+                    second[a, 0] += np.float64(like[i])
+                    second[a, 1] += np.float64(comment[i])
+                    second[a, 2] += np.float64(save[i])
+                    second[a, 3] += np.float64(share[i])
+                    second[a, 4] += np.float64(video[i])
+                    second[a, 5] += order_value[i]
+                    second[a, 6] += np.float64(slot[i] + 1)
+                    second[a, 7] += np.float64(unbilled[i])
+                    second[a, 8] += unbilled_micro[i] / micro
+                    second[a, 9] += np.float64(billed[i])
                     per_camp[c, 0] += 1.0
-                    per_camp[c, 1] += clk
-                    per_camp[c, 2] += engaged
-                    per_camp[c, 3] += conv
+                    per_camp[c, 1] += np.float64(click[i])
+                    per_camp[c, 2] += np.float64(like[i] or comment[i] or save[i] or share[i])
+                    per_camp[c, 3] += np.float64(conversion[i])
                     per_camp[c, 4] += np.float64(billed[i])
-        return per_ad, per_camp
+        return first, second, per_camp
 
     _ledger_serial, _ledger_parallel = serial_and_parallel(_ledger_body, "_ledger")
 
-#: Batches with at least this many impressions are summed on all cores (see :func:`ledger_sums`).
+#: Batches with at least this many impressions are summed on two cores (see :func:`ledger_sums`).
 PARALLEL_LEDGER = 20_000
 
 
@@ -928,14 +928,14 @@ def ledger_sums(
     if HAVE_NUMBA:
         parallel = use_threads(ad.size, PARALLEL_LEDGER)
         kernel = _ledger_parallel if parallel else _ledger_serial
-        per_ad, per_camp = kernel(
-            numba.get_num_threads() if parallel else 1, ad, camp, n_ads, n_camps, slot, o.click, o.like, o.comment,
+        first, second, per_camp = kernel(
+            min(2, numba.get_num_threads()) if parallel else 1, ad, camp, n_ads, n_camps, slot, o.click, o.like, o.comment,
             o.save, o.share, o.follow, o.video_completion,
             o.conversion, o.bounce, np.asarray(o.order_value, dtype=np.float64), billed, unbilled, unbilled_micro,
             np.asarray(relevance, dtype=np.float64), np.asarray(exposure, dtype=np.float64),
             np.asarray(click_exposure, dtype=np.float64), tuple(float(x) for x in w), micro,
         )  # fmt: skip
-        return np.ascontiguousarray(per_ad.T), np.ascontiguousarray(per_camp.T)
+        return np.vstack((first.T, second.T)), np.ascontiguousarray(per_camp.T)
     engaged = o.like | o.comment | o.save | o.share
     weng = w[0] * o.like + w[1] * o.save + w[2] * o.comment + w[3] * o.share + w[4] * o.follow
     per_ad_terms = (

@@ -409,7 +409,7 @@ def test_compiled_feed_passes_match_their_numpy_twins(monkeypatch):
 
 
 def test_ledger_sums_compiled_and_numpy_give_the_same_floats(monkeypatch):
-    """One compiled pass sums a batch per ad and per campaign; the numpy twin uses np.bincount.
+    """Compiled passes sum a batch per ad and per campaign; the numpy twin uses np.bincount.
     Both add the terms in impression order from zero, so the floats agree exactly."""
     if kernels.numba is None:
         pytest.skip("numba is not installed")
@@ -432,7 +432,7 @@ def test_ledger_sums_compiled_and_numpy_give_the_same_floats(monkeypatch):
     monkeypatch.setattr(kernels, "PARALLEL_LEDGER", n + 1)
     one_ad, one_camp = kernels.ledger_sums(*args)  # one thread
     monkeypatch.setattr(kernels, "PARALLEL_LEDGER", 0)
-    per_ad, per_camp = kernels.ledger_sums(*args)  # each thread its ads and campaigns (if numba has several)
+    per_ad, per_camp = kernels.ledger_sums(*args)  # the threads split the sums between them (if numba has several)
     monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
     ref_ad, ref_camp = kernels.ledger_sums(*args)
     for got_ad, got_camp in ((one_ad, one_camp), (per_ad, per_camp)):
