@@ -878,7 +878,7 @@ if numba is not None:
                     first[a, 1] += exposure[i]
                     first[a, 2] += clk
                     first[a, 3] += click_exposure[i] * clk
-                    first[a, 4] += np.float64(like[i] or comment[i] or save[i] or share[i])
+                    first[a, 4] += np.float64(like[i] | comment[i] | save[i] | share[i])
                     first[a, 5] += (
                         w_like * np.float64(like[i]) + w_save * np.float64(save[i]) + w_comment * np.float64(comment[i])
                         + w_share * np.float64(share[i]) + w_follow * np.float64(follow[i])
@@ -902,7 +902,7 @@ if numba is not None:
                     second[a, 9] += np.float64(billed[i])
                     per_camp[c, 0] += 1.0
                     per_camp[c, 1] += np.float64(click[i])
-                    per_camp[c, 2] += np.float64(like[i] or comment[i] or save[i] or share[i])
+                    per_camp[c, 2] += np.float64(like[i] | comment[i] | save[i] | share[i])
                     per_camp[c, 3] += np.float64(conversion[i])
                     per_camp[c, 4] += np.float64(billed[i])
         return first, second, per_camp
