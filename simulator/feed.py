@@ -20,9 +20,6 @@ audience list.
 from __future__ import annotations
 
 import logging
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -38,15 +35,6 @@ from simulator.respond import members
 from simulator.scenario import Scenario
 
 log = logging.getLogger(__name__)
-
-
-def _lowest_priority() -> None:
-    """Run the calling thread at the lowest priority (Linux: a thread's own nice value), so that it
-    takes only CPU time the others leave idle; elsewhere, or if refused, nothing changes."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):  # pragma: no cover - no per-thread priorities here
-        pass
 
 #: Per-column entries of a chunk's setup (cut down to the live columns for each batch).
 _PER_COLUMN = (
@@ -138,31 +126,15 @@ class Feed:
     # ------------------------------------------------------------------ hour
 
     def serve_hour(self, day: int, hour: int, cond: DayConditions) -> None:
-        """Draw this hour's sessions and serve them in time-ordered chunks.
-
-        A chunk's set-up (:meth:`_setup`) reads only what holds for the whole hour (the ads that may
-        serve, bids, pacing, quality, audiences) and its own sessions, and draws from the auction
-        stream, which nothing else draws from.  So the next chunk is set up on a helper thread, at
-        the lowest priority, while this one is served (it takes the core the serving leaves idle),
-        one after another in the chunks' order: the same draws and the same values as in turn.
-        """
+        """Draw this hour's sessions and serve them in time-ordered chunks."""
         expected = self.calendar.expected_sessions(day, self.base_sessions)[hour]
         n = int(self.traffic_rng.poisson(expected))
         users = self.population.draw_sessions(n, self.traffic_rng)
         self.ledger.record_sessions(n)
-        cols = self.book.servable(self.day * 24 + hour)
-        chunks = [chunk for chunk in np.array_split(users, self.chunks_per_hour) if chunk.size]
-        if cols.size == 0 or not chunks:
-            return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="adsim-setup", initializer=_lowest_priority) as helper:
-            ch = self._setup(chunks[0], cols, hour)
-            for k in range(len(chunks)):
-                upcoming = helper.submit(self._setup, chunks[k + 1], cols, hour, False) if k + 1 < len(chunks) else None
-                self._serve_chunk(ch, hour, cond)
-                if upcoming is not None:
-                    ch = upcoming.result()
+        for chunk in np.array_split(users, self.chunks_per_hour):
+            self._serve_chunk(chunk, hour, cond)
 
-    def _serve_chunk(self, ch: dict[str, Any], hour: int, cond: DayConditions) -> None:
+    def _serve_chunk(self, users: np.ndarray, hour: int, cond: DayConditions) -> None:
         """Auction a chunk's sessions, serve and bill them in time order, then record them.
 
         The chunk's ads, their order and every per-session draw are set up once
@@ -171,6 +143,10 @@ class Feed:
         later sessions whose auction had it among their top ``n_slots + 1`` are auctioned again
         without it, one by one as the serving reaches them (the others would come out the same).
         """
+        cols = self.book.servable(self.day * 24 + hour)
+        if cols.size == 0 or users.size == 0:
+            return
+        ch = self._setup(users, cols, hour)
         live = np.flatnonzero(~self.book.camp_exhausted[ch["camp"]])
         if live.size:
             self._auction(ch, live, hour, cond)
@@ -186,9 +162,8 @@ class Feed:
 
     # ------------------------------------------------------------------ core
 
-    def _setup(self, users: np.ndarray, cols: np.ndarray, hour: int, parallel: bool | None = None) -> dict[str, Any]:
-        """The chunk's columns (ads) in pruning order with their rank inputs, and its per-session inputs
-        (``parallel``: the targeting matrix on all cores; False on a helper thread).
+    def _setup(self, users: np.ndarray, cols: np.ndarray, hour: int) -> dict[str, Any]:
+        """The chunk's columns (ads) in pruning order with their rank inputs, and its per-session inputs.
 
         Column order: in buckets by how the rank scales with the user's lift, each sorted by an
         upper bound of the rank, so the compiled kernel can stop scanning a bucket once none of
@@ -211,7 +186,7 @@ class Feed:
         # --- eligibility inputs: targeting groups and audience lists, creative split, pacing and quality gate
         groups, col_group = np.unique(self.camp_group[camp], return_inverse=True)
         admitted, n_admitted = kernels.admitted(
-            self.group_seg_ok[groups], self.group_bits[groups], users, pop.segment, pop.interest_bits, parallel
+            self.group_seg_ok[groups], self.group_bits[groups], users, pop.segment, pop.interest_bits
         )
         aud_cols = np.flatnonzero(book.camp_audience_mode[camp] != 0)
         audience = np.ones((n_s, aud_cols.size), dtype=bool)

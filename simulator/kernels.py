@@ -764,24 +764,19 @@ if numba is not None:
 
 
 def admitted(
-    seg_ok: NDArray[np.bool_], bits: NDArray[np.int64], users: NDArray[np.int32], segment: NDArray,
-    interest_bits: NDArray[np.int64], parallel: bool | None = None,
+    seg_ok: NDArray[np.bool_], bits: NDArray[np.int64], users: NDArray[np.int32], segment: NDArray, interest_bits: NDArray[np.int64]
 ) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
     """(S, G): whether targeting group ``g`` admits session ``s``'s user, and (G,) how many sessions each admits.
 
     ``seg_ok`` (G, n_segments): the group's demographic segments; ``bits`` (G,): its interest
     bits (0: any interests), admitting users with at least one of them (``interest_bits``).
-    ``parallel``: on all cores (default: for a large batch, see :func:`use_threads`); False on
-    a helper thread (one thread: the same result).
-    """  # fmt: skip
+    """
     if not HAVE_NUMBA:
         out = seg_ok.T[segment[users]]
         if (bits != 0).any():
             out &= ((interest_bits[users][:, None] & bits[None, :]) != 0) | (bits == 0)[None, :]
         return out, out.sum(axis=0, dtype=np.int64)
-    if parallel is None:
-        parallel = use_threads(users.size * bits.size, PARALLEL_PAIRS)
-    kernel = _admitted_parallel if parallel else _admitted_serial
+    kernel = _admitted_parallel if use_threads(users.size * bits.size, PARALLEL_PAIRS) else _admitted_serial
     return kernel(np.ascontiguousarray(seg_ok.T), bits, users, segment, interest_bits)
 
 

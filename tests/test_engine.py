@@ -30,64 +30,6 @@ def test_numpy_and_numba_paths_give_identical_tables(monkeypatch):
     pd.testing.assert_frame_equal(fast.advertiser_hourly, slow.advertiser_hourly)
 
 
-class _InTurn:
-    """A stand-in for the feed's helper thread: runs each set-up at once, in the caller's thread."""
-
-    submitted = 0
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def submit(self, fn, *args):
-        from concurrent.futures import Future
-
-        _InTurn.submitted += 1
-        done = Future()
-        done.set_result(fn(*args))
-        return done
-
-
-def test_chunks_set_up_on_the_helper_thread_give_the_tables_of_set_ups_in_turn(monkeypatch):
-    """The next chunk is set up on a helper thread while one is served: the same draws, the same tables."""
-    from simulator import feed
-
-    scenario = make_scenario({"days": 2, "traffic.chunks_per_hour": 4, "advertisers.0.campaigns.0.budget.daily": 3.0})
-    threaded = run(scenario)
-    _InTurn.submitted = 0
-    monkeypatch.setattr(feed, "ThreadPoolExecutor", _InTurn)
-    in_turn = run(scenario)
-    assert _InTurn.submitted > 0
-    for name in ("advertiser_daily", "advertiser_hourly", "market_daily", "events", "creative_daily"):
-        pd.testing.assert_frame_equal(threaded.tables[name], in_turn.tables[name])
-
-
-def test_the_helper_thread_runs_at_the_lowest_priority():
-    import os
-    import threading
-
-    from simulator import feed
-
-    if not hasattr(os, "getpriority"):
-        pytest.skip("no per-thread priorities here")
-    seen = []
-
-    def probe():
-        feed._lowest_priority()
-        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-
-    t = threading.Thread(target=probe)
-    t.start()
-    t.join()
-    assert seen == [19]
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19  # (the caller's own is untouched)
-
-
 def _elasticity_market(qs: float) -> dict:
     # Two CPM ads shown to everyone: "top" always ranks first (bid x QS far above "runner");
     # its price per impression is the runner's rank / (QS/10), so CPM ~ 1/QS.
