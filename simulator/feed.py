@@ -92,26 +92,33 @@ class Feed:
         self.camp_group, first = book.targeting_groups()
         self.group_seg_ok = book.camp_seg_ok[first]
         self.group_bits = book.camp_interest_bits[first]
-        #: Sorted keys (:func:`respond.familiar_key`) of users who clicked or converted with an advertiser
-        #: before today (ground truth of brand familiarity; the market refreshes it each night), and
-        #: ``familiar_ptr``, where each user's keys start (set with them).
-        #: When a list, every served batch appends its inputs and outputs (tests compare a slow reference).
+        #: When a list, every served batch appends its inputs and outputs (tests compare a slow reference;
+        #: switch it on or off between days, see :attr:`familiar_keys`).
         self.trace: list[dict[str, Any]] | None = None
         self._familiar_room: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
         self.familiar_keys = np.zeros(0, dtype=np.int64)
 
     @property
     def familiar_keys(self) -> np.ndarray:
+        """Sorted keys (:func:`respond.familiar_key`) of users who clicked or converted with an advertiser
+        before today (ground truth of brand familiarity; the market refreshes them each night), set
+        with ``familiar_ptr``, where each user's keys start.
+
+        Both are read at random per impression, so they sit on huge pages (values unchanged), in tables
+        reused from one setting to the next, except while :attr:`trace` is on: a trace keeps each
+        batch's inputs, so a day traced must not have its tables written over later (switch the trace
+        on or off between days).
+        """
         return self._familiar_keys
 
     @familiar_keys.setter
     def familiar_keys(self, keys: np.ndarray) -> None:
-        # The compiled pass finds a user's keys through this index: the two never go out of step.
-        # Both are read at random per impression: on huge pages when large (kernels.hot_copy), values unchanged.
-        # Their tables are reused from day to day, except under a trace (which keeps each batch's inputs).
         rooms = self._familiar_room if self.trace is None else (None, None)
+        # The compiled pass finds a user's keys through this index: the two never go out of step.  (It is
+        # built before the copy: ``keys`` may be a view of the table the copy writes over.)
+        ptr = respond.familiar_index(keys, self.population.n)
         self._familiar_keys, keys_room = kernels.hot_into(rooms[0], keys)
-        self.familiar_ptr, ptr_room = kernels.hot_into(rooms[1], respond.familiar_index(keys, self.population.n))
+        self.familiar_ptr, ptr_room = kernels.hot_into(rooms[1], ptr)
         self._familiar_room = (keys_room, ptr_room)
 
     def start_day(self, day: int) -> None:

@@ -184,6 +184,11 @@ def test_compiled_and_numpy_responses_agree_once_users_know_brands():
     np.testing.assert_array_equal(
         market.feed.familiar_ptr, respond.familiar_index(market.feed.familiar_keys, market.population.n)
     )
+    # Even set from a view of its own table (which the new keys are copied into).
+    before = market.feed.familiar_keys[1:].copy()
+    market.feed.familiar_keys = market.feed.familiar_keys[1:]
+    np.testing.assert_array_equal(market.feed.familiar_keys, before)
+    np.testing.assert_array_equal(market.feed.familiar_ptr, respond.familiar_index(before, market.population.n))
     market.feed.trace = []
     market.step()
 
