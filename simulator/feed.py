@@ -293,34 +293,35 @@ class Feed:
         self._commit(served, users, cut, hour, cond)
 
     def _commit(self, served: respond.Served, users: np.ndarray, cut: dict[str, Any], hour: int, cond: DayConditions) -> None:
-        """Record the kept impressions: counters, billing, frequency, wear, audiences, exhausted budgets."""
+        """Record the kept impressions: counters, billing, frequency, wear, audiences, exhausted budgets.
+
+        The compiled passes read each impression's ad, campaign and user through its column and
+        session: no per-impression array is gathered here, only the few rows that need one.
+        """
         book = self.book
-        ads = cut["cols"][served.col]
-        imp_camp = cut["camp"][served.col]
-        imp_users = users[served.session]
+        cols, camp = cut["cols"], cut["camp"]
         o = served.outcomes
         # Order values of the conversions (lognormal with the campaign's mean, sigma 0.5).
-        value = np.zeros(ads.size)
+        value = np.zeros(served.col.size)
         conv = o["conversion"]
         n_conv = int(conv.sum())
         if n_conv:
-            mean = book.camp_value[imp_camp[conv]] * cond.order_value
-            value[conv] = mean * np.exp(0.5 * self.engagement_rng.standard_normal(n_conv) - 0.125)
-        out = engagement.Outcomes(**o, order_value=np.round(value, 2))
+            mean = book.camp_value[camp[served.col[conv]]] * cond.order_value
+            value[conv] = np.round(mean * np.exp(0.5 * self.engagement_rng.standard_normal(n_conv) - 0.125), 2)
+        out = engagement.Outcomes(**o, order_value=value)
         per_ad, per_camp = self.ledger.record_impressions(
-            hour, ads, served.slot, out, served.billed, served.over, np.where(served.over, served.amount, 0),
-            served.relevance, served.lift * self.view[served.slot], served.lift, self.engagement_weights, imp_camp,
+            hour, served.col, cols, camp, served.slot, out, served.amount, served.over, served.relevance, served.lift,
+            self.view, self.engagement_weights,
         )  # fmt: skip
         book.bill(per_camp[kernels.CAMPAIGN_SUMS.index("spend_micro")].astype(np.int64))
-        kernels.bump_frequency(self.freq, imp_users, ads, served.frequency)
+        kernels.bump_frequency(self.freq, users, served.session, cols, served.col, served.frequency)
         self._freq_used = True
         book.ad_impressions_total += per_ad[kernels.AD_SUMS.index("impressions")]
-        if out.click.any():
-            self.clicked.append((book.camp_adv[imp_camp[out.click]], imp_users[out.click]))
-        if out.conversion.any():
-            self.converted.append((book.camp_adv[imp_camp[out.conversion]], imp_users[out.conversion]))
-        self._exhaust(np.unique(imp_camp[served.over]), hour, "crossing")
-        camps = np.unique(cut["camp"])
+        for seen, kept in ((self.clicked, out.click), (self.converted, out.conversion)):
+            if kept.any():
+                seen.append((book.camp_adv[camp[served.col[kept]]], users[served.session[kept]]))
+        self._exhaust(np.unique(camp[served.col[served.over]]), hour, "crossing")
+        camps = np.unique(camp)
         done = camps[(book.remaining_micro()[camps] <= 0) & ~book.camp_exhausted[camps]]
         self._exhaust(done, hour, "spent")
 

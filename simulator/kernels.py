@@ -756,9 +756,9 @@ if numba is not None:
 
     _admitted_serial, _admitted_parallel = serial_and_parallel(_admitted_body, "_admitted")
 
-    def _bump_body(freq, users, ads, before):
-        for i in numba.prange(users.shape[0]):
-            freq[users[i], ads[i]] = min(np.int16(before[i]) + 1, 255)
+    def _bump_body(freq, users, session, col_ad, col, before):
+        for i in numba.prange(session.shape[0]):
+            freq[at(users[at(session[i])]), at(col_ad[at(col[i])])] = min(np.int16(before[i]) + 1, 255)
 
     _bump_serial, _bump_parallel = serial_and_parallel(_bump_body, "_bump")
 
@@ -780,14 +780,17 @@ def admitted(
     return kernel(np.ascontiguousarray(seg_ok.T), bits, users, segment, interest_bits)
 
 
-def bump_frequency(freq: NDArray[np.uint8], users: NDArray, ads: NDArray, before: NDArray[np.uint8]) -> None:
-    """``freq[users, ads] = min(before + 1, 255)`` in place (``before``: each pair's count before the batch,
-    so a pair listed twice is written the same value twice)."""
+def bump_frequency(
+    freq: NDArray[np.uint8], users: NDArray, session: NDArray, col_ad: NDArray, col: NDArray, before: NDArray[np.uint8]
+) -> None:
+    """``freq[users[session], col_ad[col]] = min(before + 1, 255)`` in place (per impression: its
+    ``session`` of ``users`` and its ``col`` of ``col_ad``; ``before``: the pair's count before the
+    batch, so a pair listed twice is written the same value twice)."""
     if not HAVE_NUMBA:
-        freq[users, ads] = np.minimum(before.astype(np.int16) + 1, 255).astype(np.uint8)
+        freq[users[session], col_ad[col]] = np.minimum(before.astype(np.int16) + 1, 255).astype(np.uint8)
         return
-    kernel = _bump_parallel if use_threads(users.size, PARALLEL_PAIRS) else _bump_serial
-    kernel(freq, users, ads, before)
+    kernel = _bump_parallel if use_threads(session.size, PARALLEL_PAIRS) else _bump_serial
+    kernel(freq, users, session, col_ad, col, before)
 
 
 def cdf_guide(cdf: NDArray[np.float64]) -> NDArray[np.int32]:
@@ -856,15 +859,17 @@ CAMPAIGN_SUMS = ("impressions", "clicks", "engagements", "conversions", "spend_m
 if numba is not None:
 
     def _ledger_body(
-        n_parts, ad, camp, n_ads, n_camps, slot, click, like, comment, save, share, follow, video, conversion,
-        bounce, order_value, billed, unbilled, unbilled_micro, relevance, exposure, click_exposure, weights, micro,
+        n_parts, col, col_ad, col_camp, n_ads, n_camps, slot, click, like, comment, save, share, follow, video,
+        conversion, bounce, order_value, amount, over, relevance, lift, view, weights, micro,
     ):  # fmt: skip
         """The sums, one row per ad (in two tables, :data:`AD_SUMS`' first ten and last ten) and per
         campaign.  The work is split by sum, not by impression: part 0 (of ``n_parts``, one per thread)
         adds the first table, the last part the second and the campaigns' (one part: all three).  So
         each sum adds its terms in impression order, each part reads only its own inputs, no branch
-        depends on the impression, and no two threads write to one cache line."""
-        n = ad.shape[0]
+        depends on the impression, and no two threads write to one cache line.  Each impression's
+        ad, campaign, exposure and billed or unbilled micro-yuan are worked out here, from its column,
+        slot and event, rather than gathered into arrays first."""
+        n = col.shape[0]
         first = np.zeros((n_ads, 10))
         second = np.zeros((n_ads, len(AD_SUMS) - 10))
         per_camp = np.zeros((n_camps, len(CAMPAIGN_SUMS)))
@@ -872,12 +877,12 @@ if numba is not None:
         for p in numba.prange(n_parts):  # a plain range in the serial compilation
             if p == 0:
                 for i in range(n):
-                    a = ad[i]
+                    a = col_ad[at(col[i])]
                     clk = np.float64(click[i])
                     first[a, 0] += 1.0
-                    first[a, 1] += exposure[i]
+                    first[a, 1] += lift[i] * view[at(slot[i])]
                     first[a, 2] += clk
-                    first[a, 3] += click_exposure[i] * clk
+                    first[a, 3] += lift[i] * clk
                     first[a, 4] += np.float64(like[i] | comment[i] | save[i] | share[i])
                     first[a, 5] += (
                         w_like * np.float64(like[i]) + w_save * np.float64(save[i]) + w_comment * np.float64(comment[i])
@@ -889,7 +894,10 @@ if numba is not None:
                     first[a, 9] += np.float64(follow[i])
             if p == n_parts - 1:
                 for i in range(n):
-                    a, c = ad[i], camp[i]
+                    j = at(col[i])
+                    a, c = col_ad[j], col_camp[j]
+                    unbilled_micro = amount[i] * np.int64(over[i])
+                    billed = amount[i] - unbilled_micro
                     second[a, 0] += np.float64(like[i])
                     second[a, 1] += np.float64(comment[i])
                     second[a, 2] += np.float64(save[i])
@@ -897,14 +905,14 @@ if numba is not None:
                     second[a, 4] += np.float64(video[i])
                     second[a, 5] += order_value[i]
                     second[a, 6] += np.float64(slot[i] + 1)
-                    second[a, 7] += np.float64(unbilled[i])
-                    second[a, 8] += unbilled_micro[i] / micro
-                    second[a, 9] += np.float64(billed[i])
+                    second[a, 7] += np.float64(over[i])
+                    second[a, 8] += unbilled_micro / micro
+                    second[a, 9] += np.float64(billed)
                     per_camp[c, 0] += 1.0
                     per_camp[c, 1] += np.float64(click[i])
                     per_camp[c, 2] += np.float64(like[i] | comment[i] | save[i] | share[i])
                     per_camp[c, 3] += np.float64(conversion[i])
-                    per_camp[c, 4] += np.float64(billed[i])
+                    per_camp[c, 4] += np.float64(billed)
         return first, second, per_camp
 
     _ledger_serial, _ledger_parallel = serial_and_parallel(_ledger_body, "_ledger")
@@ -914,33 +922,38 @@ PARALLEL_LEDGER = 20_000
 
 
 def ledger_sums(
-    ad: NDArray, camp: NDArray, n_ads: int, n_camps: int, slot: NDArray, outcomes, billed: NDArray[np.int64],  # noqa: ANN001
-    unbilled: NDArray[np.bool_], unbilled_micro: NDArray[np.int64], relevance: NDArray, exposure: NDArray,
-    click_exposure: NDArray, weights: dict[str, float], micro: int,
+    col: NDArray, col_ad: NDArray, col_camp: NDArray, n_ads: int, n_camps: int, slot: NDArray, outcomes,  # noqa: ANN001
+    amount: NDArray[np.int64], over: NDArray[np.bool_], relevance: NDArray, lift: NDArray, view: NDArray,
+    weights: dict[str, float], micro: int,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """A batch of impressions summed per ad (rows :data:`AD_SUMS`) and per campaign (:data:`CAMPAIGN_SUMS`).
 
+    Per impression: ``col`` (its column: ad ``col_ad[col]`` of campaign ``col_camp[col]``), ``slot``,
+    the ``outcomes``, ``amount`` (micro-yuan of its billing event, else 0), ``over`` (the event crossed
+    the budget: unbilled), ``relevance`` and ``lift`` (exposure is ``lift x view[slot]``).
     Each sum adds its terms in impression order from zero, as ``np.bincount`` does, so both
     implementations give the same floats.  Money is summed as float64, exact below 2**53 micro-yuan.
     """
     o = outcomes
     w = (weights["like"], weights["save"], weights["comment"], weights["share"], weights["follow"])
     if HAVE_NUMBA:
-        parallel = use_threads(ad.size, PARALLEL_LEDGER)
+        parallel = use_threads(col.size, PARALLEL_LEDGER)
         kernel = _ledger_parallel if parallel else _ledger_serial
+        order_value, relevance, lift, view = (np.asarray(x, dtype=np.float64) for x in (o.order_value, relevance, lift, view))
         first, second, per_camp = kernel(
-            min(2, numba.get_num_threads()) if parallel else 1, ad, camp, n_ads, n_camps, slot, o.click, o.like, o.comment,
-            o.save, o.share, o.follow, o.video_completion,
-            o.conversion, o.bounce, np.asarray(o.order_value, dtype=np.float64), billed, unbilled, unbilled_micro,
-            np.asarray(relevance, dtype=np.float64), np.asarray(exposure, dtype=np.float64),
-            np.asarray(click_exposure, dtype=np.float64), tuple(float(x) for x in w), micro,
+            min(2, numba.get_num_threads()) if parallel else 1, col, col_ad, col_camp, n_ads, n_camps, slot, o.click,
+            o.like, o.comment, o.save, o.share, o.follow, o.video_completion, o.conversion, o.bounce, order_value,
+            amount, over, relevance, lift, view, tuple(float(x) for x in w), micro,
         )  # fmt: skip
         return np.vstack((first.T, second.T)), np.ascontiguousarray(per_camp.T)
+    ad, camp = col_ad[col], col_camp[col]
+    unbilled_micro = np.where(over, amount, 0)
+    billed = amount - unbilled_micro
     engaged = o.like | o.comment | o.save | o.share
     weng = w[0] * o.like + w[1] * o.save + w[2] * o.comment + w[3] * o.share + w[4] * o.follow
     per_ad_terms = (
-        None, exposure, o.click, click_exposure * o.click, engaged, weng, o.conversion, o.bounce, relevance, o.follow,
-        o.like, o.comment, o.save, o.share, o.video_completion, o.order_value, slot + 1, unbilled,
+        None, lift * view[slot], o.click, lift * o.click, engaged, weng, o.conversion, o.bounce, relevance, o.follow,
+        o.like, o.comment, o.save, o.share, o.video_completion, o.order_value, slot + 1, over,
         unbilled_micro / micro, billed,
     )  # fmt: skip
     per_camp_terms = (None, o.click, engaged, o.conversion, billed)

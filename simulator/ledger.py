@@ -91,33 +91,38 @@ class Ledger:
     def record_impressions(
         self,
         hour: int,
-        ad_idx: np.ndarray,
+        col: np.ndarray,
+        col_ad: np.ndarray,
+        col_camp: np.ndarray,
         slot: np.ndarray,
         outcomes: Any,
-        billed_micro: np.ndarray,
-        unbilled: np.ndarray,
-        unbilled_micro: np.ndarray,
+        amount: np.ndarray,
+        over: np.ndarray,
         relevance: np.ndarray,
-        exposure: np.ndarray,
-        click_exposure: np.ndarray,
+        lift: np.ndarray,
+        view: np.ndarray,
         engagement_weights: dict[str, float],
-        camp: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Add a batch of served impressions (arrays of shape (n,); ``camp``: each one's campaign) to
-        today's counters.  Returns the batch's sums per ad and per campaign (rows
+        """Add a batch of served impressions to today's counters.  Per impression (arrays of shape
+        (n,)): its column ``col`` (ad ``col_ad[col]`` of campaign ``col_camp[col]``), ``slot``, the
+        ``outcomes``, ``amount`` (micro-yuan of its billing event, else 0), ``over`` (the event crossed
+        the budget: delivered, not billed), the observed ``relevance`` and the platform's ``lift``
+        (exposure: ``lift x view[slot]``).  Returns the batch's sums per ad and per campaign (rows
         :data:`kernels.AD_SUMS` and :data:`kernels.CAMPAIGN_SUMS`)."""
         per_ad, per_camp = kernels.ledger_sums(
-            ad_idx, camp, self.n_ads, self.n_campaigns, slot, outcomes, billed_micro, unbilled, unbilled_micro,
-            relevance, exposure, click_exposure, engagement_weights, MICRO,
+            col, col_ad, col_camp, self.n_ads, self.n_campaigns, slot, outcomes, amount, over, relevance, lift, view,
+            engagement_weights, MICRO,
         )  # fmt: skip
         sums = dict(zip(kernels.AD_SUMS, per_ad, strict=True))
         for name in AdStats.names():
             getattr(self.obs, name)[:] += sums[name]
         for name in AD_COUNTERS:
             self.counters[name] += sums[name]
-        # Money: integers all the way.  Each advertiser's side by ad, the platform's side as one sum.
-        self.spend_micro += sums["spend_micro"].astype(np.int64)
-        self.revenue_micro += int(billed_micro.sum())
+        # Money: integers all the way (each sum of whole micro-yuan is exact in float64 below 2**53).
+        # Each advertiser's side by ad, the platform's side as one sum.
+        spend = sums["spend_micro"].astype(np.int64)
+        self.spend_micro += spend
+        self.revenue_micro += int(spend.sum())
         self.hourly[hour][:, :4] += per_camp[:4].T
         self.hourly_spend_micro[hour] += per_camp[4].astype(np.int64)
         return per_ad, per_camp

@@ -374,10 +374,13 @@ def test_compiled_feed_passes_match_their_numpy_twins(monkeypatch):
     want = seg_ok.T[segment[users]] & (((interest_bits[users][:, None] & bits[None, :]) != 0) | (bits == 0)[None, :])
     assert 0 < want.mean() < 1
     freq = rng.integers(0, 256, (n_users, n_ads)).astype(np.uint8)
-    ads = rng.integers(0, n_ads, users.size)
-    before = freq[users, ads].copy()  # pairs listed twice carry the same count, as in a batch
+    # Impressions of a batch: each one's session (of `users`) and column (of `col_ad`).
+    session = rng.integers(0, users.size, 30_000)
+    col_ad = rng.permutation(n_ads)[:20].astype(np.int32)
+    col = rng.integers(0, col_ad.size, session.size).astype(np.int32)
+    before = freq[users[session], col_ad[col]].copy()  # pairs listed twice carry the same count, as in a batch
     freq_want = freq.copy()
-    freq_want[users, ads] = np.minimum(before.astype(np.int16) + 1, 255).astype(np.uint8)
+    freq_want[users[session], col_ad[col]] = np.minimum(before.astype(np.int16) + 1, 255).astype(np.uint8)
     assert (before == 255).any()  # the count saturates
     cdf = np.cumsum(rng.random(1_000))
     cdf /= cdf[-1]
@@ -389,7 +392,7 @@ def test_compiled_feed_passes_match_their_numpy_twins(monkeypatch):
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(counts, want.sum(axis=0))
         got = freq.copy()
-        kernels.bump_frequency(got, users, ads, before)
+        kernels.bump_frequency(got, users, session, col_ad, col, before)
         np.testing.assert_array_equal(got, freq_want)
         monkeypatch.setattr(kernels, "PARALLEL_SEARCH", 1 if threads == 2 else 10**12)
         for guide in guides:  # the guide says only where to start: a wrong one gives the same answers
@@ -402,6 +405,9 @@ def test_compiled_feed_passes_match_their_numpy_twins(monkeypatch):
     got, counts = kernels.admitted(seg_ok, bits, users, segment, interest_bits)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(counts, want.sum(axis=0))
+    got = freq.copy()
+    kernels.bump_frequency(got, users, session, col_ad, col, before)
+    np.testing.assert_array_equal(got, freq_want)
     np.testing.assert_array_equal(kernels.search_cdf(cdf, guides[1], u), np.searchsorted(cdf, u, side="right"))
     monkeypatch.setattr(kernels, "HAVE_NUMBA", True)
     odd = np.array([np.nan, np.inf, -np.inf, 1e300, -1e300, -0.0, np.nextafter(1.0, 0.0), 1.0])
@@ -410,7 +416,8 @@ def test_compiled_feed_passes_match_their_numpy_twins(monkeypatch):
 
 def test_ledger_sums_compiled_and_numpy_give_the_same_floats(monkeypatch):
     """Compiled passes sum a batch per ad and per campaign; the numpy twin uses np.bincount.
-    Both add the terms in impression order from zero, so the floats agree exactly."""
+    Both add the terms in impression order from zero, so the floats agree exactly, and both
+    read each impression's ad and campaign through its column."""
     if kernels.numba is None:
         pytest.skip("numba is not installed")
     from simulator.engagement import Outcomes
@@ -420,15 +427,17 @@ def test_ledger_sums_compiled_and_numpy_give_the_same_floats(monkeypatch):
     flags = {k: rng.random(n) < p for k, p in (("click", 0.1), ("like", 0.2), ("comment", 0.05), ("save", 0.1),
              ("share", 0.03), ("follow", 0.02), ("video_completion", 0.3), ("conversion", 0.02), ("bounce", 0.05))}  # fmt: skip
     out = Outcomes(**flags, order_value=np.where(flags["conversion"], rng.lognormal(4, 0.5, n).round(2), 0.0))
-    ad = rng.integers(0, n_ads, n)
-    camp = rng.integers(0, n_camps, n)
-    billed = rng.integers(0, 3_000_000, n)
-    unbilled = rng.random(n) < 0.01
-    args = (
-        ad, camp, n_ads, n_camps, rng.integers(0, 3, n), out, billed, unbilled, np.where(unbilled, 12_345, 0),
-        rng.random(n), rng.random(n) * 1.7, rng.random(n) * 2.1,
-        {"like": 1.0, "save": 2.0, "comment": 3.0, "share": 4.0, "follow": 5.0}, 1_000_000,
-    )  # fmt: skip
+    col_ad = rng.permutation(n_ads)[:25].astype(np.int32)  # a batch's columns: some of the ads, each of a campaign
+    col_camp = rng.integers(0, n_camps, col_ad.size).astype(np.int32)
+    col = rng.integers(0, col_ad.size, n).astype(np.int32)
+    ad, camp = col_ad[col], col_camp[col]
+    event = rng.random(n) < 0.3
+    amount = np.where(event, rng.integers(1, 3_000_000, n), 0)
+    over = event & (rng.random(n) < 0.03)
+    slot, view = rng.integers(0, 3, n), np.array([1.0, 0.7, 0.5])
+    lift = rng.random(n) * 2.1
+    weights = {"like": 1.0, "save": 2.0, "comment": 3.0, "share": 4.0, "follow": 5.0}
+    args = (col, col_ad, col_camp, n_ads, n_camps, slot, out, amount, over, rng.random(n), lift, view, weights, 1_000_000)
     monkeypatch.setattr(kernels, "PARALLEL_LEDGER", n + 1)
     one_ad, one_camp = kernels.ledger_sums(*args)  # one thread
     monkeypatch.setattr(kernels, "PARALLEL_LEDGER", 0)
@@ -438,10 +447,18 @@ def test_ledger_sums_compiled_and_numpy_give_the_same_floats(monkeypatch):
     for got_ad, got_camp in ((one_ad, one_camp), (per_ad, per_camp)):
         np.testing.assert_array_equal(got_ad, ref_ad)
         np.testing.assert_array_equal(got_camp, ref_camp)
+    row = dict(zip(kernels.AD_SUMS, per_ad, strict=True))
     assert per_ad.shape == (len(kernels.AD_SUMS), n_ads)
-    assert per_ad[kernels.AD_SUMS.index("impressions")].sum() == n
-    assert per_camp[kernels.CAMPAIGN_SUMS.index("spend_micro")].sum() == billed.sum()
-    np.testing.assert_array_equal(per_ad[kernels.AD_SUMS.index("likes")], np.bincount(ad, weights=flags["like"], minlength=n_ads))
+    assert row["impressions"].sum() == n
+    assert row["impressions"][np.setdiff1d(np.arange(n_ads), col_ad)].sum() == 0  # ads without a column
+    billed = np.where(over, 0, amount)
+    assert 0 < over.sum() and per_camp[kernels.CAMPAIGN_SUMS.index("spend_micro")].sum() == billed.sum()
+    np.testing.assert_array_equal(row["spend_micro"], np.bincount(ad, weights=billed, minlength=n_ads))
+    np.testing.assert_array_equal(row["unbilled_events"], np.bincount(ad, weights=over, minlength=n_ads))
+    np.testing.assert_array_equal(row["unbilled_value"], np.bincount(ad, weights=np.where(over, amount, 0) / 1e6, minlength=n_ads))
+    np.testing.assert_array_equal(row["exposure"], np.bincount(ad, weights=lift * view[slot], minlength=n_ads))
+    np.testing.assert_array_equal(row["likes"], np.bincount(ad, weights=flags["like"], minlength=n_ads))
+    np.testing.assert_array_equal(per_camp[0], np.bincount(camp, minlength=n_camps))
 
 
 def test_counter_uniforms_are_splitmix64_and_the_compiled_ones_equal_them():
