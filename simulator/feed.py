@@ -92,6 +92,7 @@ class Feed:
         self.camp_group, first = book.targeting_groups()
         self.group_seg_ok = book.camp_seg_ok[first]
         self.group_bits = book.camp_interest_bits[first]
+        self._admit_cache: dict[bytes, kernels.AdmitTables | None] = {}
         #: When a list, every served batch appends its inputs and outputs (tests compare a slow reference;
         #: switch it on or off between days, see :attr:`familiar_keys`).
         self.trace: list[dict[str, Any]] | None = None
@@ -193,7 +194,8 @@ class Feed:
         # --- eligibility inputs: targeting groups and audience lists, creative split, pacing and quality gate
         groups, col_group = np.unique(self.camp_group[camp], return_inverse=True)
         admitted, n_admitted = kernels.admitted(
-            self.group_seg_ok[groups], self.group_bits[groups], users, pop.segment, pop.interest_bits
+            self.group_seg_ok[groups], self.group_bits[groups], users, pop.segment, pop.interest_bits,
+            self._admit_tables(groups),
         )
         aud_cols = np.flatnonzero(book.camp_audience_mode[camp] != 0)
         audience = np.ones((n_s, aud_cols.size), dtype=bool)
@@ -324,6 +326,16 @@ class Feed:
         camps = np.unique(camp)
         done = camps[(book.remaining_micro()[camps] <= 0) & ~book.camp_exhausted[camps]]
         self._exhaust(done, hour, "spent")
+
+    def _admit_tables(self, groups: np.ndarray) -> kernels.AdmitTables | None:
+        """The targeting tables of these groups (kernels.admit_tables), kept for the chunks that have
+        the same groups (those of an hour, mostly)."""
+        key = groups.tobytes()
+        if key not in self._admit_cache:
+            if len(self._admit_cache) >= 64:
+                self._admit_cache.clear()
+            self._admit_cache[key] = kernels.admit_tables(self.group_seg_ok[groups], self.group_bits[groups])
+        return self._admit_cache[key]
 
     def _rank_inputs(self, cols: np.ndarray, hour: int) -> tuple:
         """Per column: billing event, predicted base rate, lift power, yuan per event, oCPC flag, device multipliers."""

@@ -224,8 +224,8 @@ def rank_top(*args, **kwargs):
 class Batch:
     """Everything the auction of one batch of sessions needs (S sessions, A ad columns).
 
-    Per session: ``users`` (int32), ``device`` (int8), ``admitted`` (S, G) bool, whether each
-    targeting group admits the user; ``audience`` (S, N) bool for the N columns with an audience
+    Per session: ``users`` (int32), ``device`` (int8), ``admitted`` (S, G' >= G) bool, whether each
+    targeting group admits the user (:func:`admitted`: columns past the G groups unread); ``audience`` (S, N) bool for the N columns with an audience
     list; ``picks`` (S, M) int8, the creative drawn for each of M multi-creative campaigns;
     ``u_part`` (S,) float32, the session's participation draw.
     Per column: ``col_group``, ``col_audience`` (-1: none), ``exhausted``, ``col_ad`` (the ad's
@@ -728,12 +728,12 @@ def select(b: Batch) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
 
 if numba is not None:
 
-    def _admitted_body(segment_ok, bits, users, segment, interest_bits):
+    def _admitted_body(segment_ok, bits, users, segment, interest_bits, width):
         """``segment_ok`` (n_segments, G): each segment's row over the groups, so that a session's pass
-        over the groups reads, writes and counts contiguous rows, without branches (vector
-        instructions)."""
+        over the groups reads, writes and counts contiguous rows, without branches.  Rows of ``width``
+        (>= G; the columns past G are False)."""
         n_s, n_g = users.shape[0], bits.shape[0]
-        out = np.empty((n_s, n_g), dtype=np.bool_)
+        out = np.empty((n_s, width), dtype=np.bool_)
         n_blocks = min(n_s, 64)  # blocks of sessions, shared among the threads, each counting its own
         counts = np.zeros((max(n_blocks, 1), n_g), dtype=np.int64)
         any_interest = bits == 0
@@ -752,8 +752,45 @@ if numba is not None:
                     ok = ok_row[g] & (any_interest[g] | ((ib & bits[g]) != 0))
                     row[g] = ok
                     tally[g] += ok
+                for g in range(n_g, width):
+                    row[g] = False
         return out, counts.sum(axis=0)
 
+    def _admitted_words_body(segment_words, interest_words, mask, users, segment, interest_bits):
+        """:func:`_admitted_body` eight groups at a time: a session's row is the AND of its segment's row
+        and its interests' row (:class:`AdmitTables`), word by word, and the counts add up byte-wise
+        in one word per eight groups, emptied every 255 sessions (before a byte could carry)."""
+        n_s, n_w = users.shape[0], segment_words.shape[1]
+        out = np.empty((n_s, 8 * n_w), dtype=np.bool_)
+        words = out.view(np.uint64)
+        n_blocks = min(n_s, 64)
+        counts = np.zeros((max(n_blocks, 1), 8 * n_w), dtype=np.int64)
+        for blk in numba.prange(n_blocks):  # a plain range in the serial compilation
+            s0, s1 = blk * n_s // n_blocks, (blk + 1) * n_s // n_blocks
+            acc = np.zeros(n_w, dtype=np.uint64)
+            held = 0
+            for s in range(s0, s1):
+                if s + 16 < s1:  # a later session's user (a hint: no effect on results)
+                    prefetch(segment, (users[s + 16],))
+                    prefetch(interest_bits, (users[s + 16],))
+                u = users[s]
+                a = segment_words[segment[u]]
+                b = interest_words[interest_bits[u] & mask]
+                for w in range(n_w):
+                    x = a[w] & b[w]
+                    words[s, w] = x
+                    acc[w] += x
+                held += 1
+                if held == 255 or s == s1 - 1:
+                    for w in range(n_w):
+                        x = acc[w]
+                        for k in range(8):
+                            counts[blk, 8 * w + k] += np.int64((x >> np.uint64(8 * k)) & np.uint64(255))
+                        acc[w] = 0
+                    held = 0
+        return out, counts.sum(axis=0)
+
+    _admitted_words_serial, _admitted_words_parallel = serial_and_parallel(_admitted_words_body, "_admitted_words")
     _admitted_serial, _admitted_parallel = serial_and_parallel(_admitted_body, "_admitted")
 
     def _bump_body(freq, users, session, col_ad, col, before):
@@ -763,21 +800,75 @@ if numba is not None:
     _bump_serial, _bump_parallel = serial_and_parallel(_bump_body, "_bump")
 
 
+#: The largest interests table :func:`admit_tables` builds (bytes): past it, the targeting is
+#: computed group by group.
+ADMIT_TABLE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class AdmitTables:
+    """Targeting groups as 0/1 bytes, eight groups to a uint64 word (groups past the last: 0), so a
+    session's row of :func:`admitted` is ``segment_words[segment] & interest_words[interest_bits &
+    mask]``: ``segment_words`` (n_segments, W) and ``interest_words`` (2 ** b, W), over every value
+    of the bits any group asks for (``mask``)."""
+
+    segment_words: NDArray[np.uint64]
+    interest_words: NDArray[np.uint64]
+    mask: int
+    n_groups: int
+
+
+def admit_tables(seg_ok: NDArray[np.bool_], bits: NDArray[np.int64]) -> AdmitTables | None:
+    """:class:`AdmitTables` of groups ``seg_ok`` (G, n_segments), ``bits`` (G,); None when the groups'
+    interest bits span more values than :data:`ADMIT_TABLE_BYTES` allows."""
+    n_g = bits.size
+    width = admitted_width(n_g)
+    mask = int(np.bitwise_or.reduce(bits)) if n_g else 0
+    if (1 << mask.bit_length()) * width > ADMIT_TABLE_BYTES:
+        return None
+    seg = np.zeros((seg_ok.shape[1], width), dtype=np.bool_)
+    seg[:, :n_g] = seg_ok.T
+    values = np.arange(1 << mask.bit_length(), dtype=np.int64)
+    interests = np.zeros((values.size, width), dtype=np.bool_)
+    interests[:, :n_g] = (bits == 0)[None, :] | ((values[:, None] & bits[None, :]) != 0)
+    return AdmitTables(seg.view(np.uint64), interests.view(np.uint64), mask, n_g)
+
+
+def admitted_width(n_groups: int) -> int:
+    """Columns of :func:`admitted`'s matrix: the groups, rounded up to a multiple of eight."""
+    return -(-n_groups // 8) * 8
+
+
 def admitted(
-    seg_ok: NDArray[np.bool_], bits: NDArray[np.int64], users: NDArray[np.int32], segment: NDArray, interest_bits: NDArray[np.int64]
+    seg_ok: NDArray[np.bool_], bits: NDArray[np.int64], users: NDArray[np.int32], segment: NDArray,
+    interest_bits: NDArray[np.int64], tables: AdmitTables | None = None,
 ) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
-    """(S, G): whether targeting group ``g`` admits session ``s``'s user, and (G,) how many sessions each admits.
+    """(S, G'): whether targeting group ``g`` admits session ``s``'s user, and (G,) how many sessions each admits.
 
     ``seg_ok`` (G, n_segments): the group's demographic segments; ``bits`` (G,): its interest
     bits (0: any interests), admitting users with at least one of them (``interest_bits``).
+    The matrix has :func:`admitted_width` columns, those past the G groups False (rows of whole
+    words).  ``tables``: the groups' :func:`admit_tables` when the caller keeps them (else built
+    here).
     """
+    n_g = bits.size
+    width = admitted_width(n_g)
     if not HAVE_NUMBA:
-        out = seg_ok.T[segment[users]]
+        out = np.zeros((users.size, width), dtype=np.bool_)
+        ok = seg_ok.T[segment[users]]
         if (bits != 0).any():
-            out &= ((interest_bits[users][:, None] & bits[None, :]) != 0) | (bits == 0)[None, :]
-        return out, out.sum(axis=0, dtype=np.int64)
-    kernel = _admitted_parallel if use_threads(users.size * bits.size, PARALLEL_PAIRS) else _admitted_serial
-    return kernel(np.ascontiguousarray(seg_ok.T), bits, users, segment, interest_bits)
+            ok &= ((interest_bits[users][:, None] & bits[None, :]) != 0) | (bits == 0)[None, :]
+        out[:, :n_g] = ok
+        return out, ok.sum(axis=0, dtype=np.int64)
+    parallel = use_threads(users.size * bits.size, PARALLEL_PAIRS)
+    if tables is None:
+        tables = admit_tables(seg_ok, bits)
+    if tables is None:
+        kernel = _admitted_parallel if parallel else _admitted_serial
+        return kernel(np.ascontiguousarray(seg_ok.T), bits, users, segment, interest_bits, width)
+    kernel = _admitted_words_parallel if parallel else _admitted_words_serial
+    out, counts = kernel(tables.segment_words, tables.interest_words, np.int64(tables.mask), users, segment, interest_bits)
+    return out, counts[:n_g]
 
 
 def bump_frequency(

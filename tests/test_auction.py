@@ -388,9 +388,17 @@ def test_compiled_feed_passes_match_their_numpy_twins(monkeypatch):
     guides = (kernels.cdf_guide(cdf), np.zeros(cdf.size, dtype=np.int32), rng.integers(0, cdf.size, cdf.size).astype(np.int32))
     for threads in (1, 2):
         monkeypatch.setattr(kernels, "PARALLEL_PAIRS", 1 if threads == 2 else 10**12)
-        got, counts = kernels.admitted(seg_ok, bits, users, segment, interest_bits)
-        np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(counts, want.sum(axis=0))
+        for table_bytes in (kernels.ADMIT_TABLE_BYTES, 0):  # word by word (AdmitTables), then group by group
+            monkeypatch.setattr(kernels, "ADMIT_TABLE_BYTES", table_bytes)
+            assert (kernels.admit_tables(seg_ok, bits) is None) == (table_bytes == 0)
+            got, counts = kernels.admitted(seg_ok, bits, users, segment, interest_bits)
+            assert got.shape == (users.size, 8)  # seven groups, a whole word per row
+            np.testing.assert_array_equal(got[:, :7], want)
+            assert not got[:, 7:].any()
+            np.testing.assert_array_equal(counts, want.sum(axis=0))
+            got, counts = kernels.admitted(seg_ok[:0], bits[:0], users, segment, interest_bits)  # no groups
+            assert got.shape == (users.size, 0)
+            assert counts.shape == (0,)
         got = freq.copy()
         kernels.bump_frequency(got, users, session, col_ad, col, before)
         np.testing.assert_array_equal(got, freq_want)
@@ -403,7 +411,9 @@ def test_compiled_feed_passes_match_their_numpy_twins(monkeypatch):
         np.testing.assert_array_equal(out, np.searchsorted(cdf, u, side="right"))
     monkeypatch.setattr(kernels, "HAVE_NUMBA", False)  # the numpy twins themselves
     got, counts = kernels.admitted(seg_ok, bits, users, segment, interest_bits)
-    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got[:, :7], want)
+    assert got.shape == (users.size, 8)
+    assert not got[:, 7:].any()
     np.testing.assert_array_equal(counts, want.sum(axis=0))
     got = freq.copy()
     kernels.bump_frequency(got, users, session, col_ad, col, before)
@@ -452,7 +462,8 @@ def test_ledger_sums_compiled_and_numpy_give_the_same_floats(monkeypatch):
     assert row["impressions"].sum() == n
     assert row["impressions"][np.setdiff1d(np.arange(n_ads), col_ad)].sum() == 0  # ads without a column
     billed = np.where(over, 0, amount)
-    assert 0 < over.sum() and per_camp[kernels.CAMPAIGN_SUMS.index("spend_micro")].sum() == billed.sum()
+    assert over.sum() > 0
+    assert per_camp[kernels.CAMPAIGN_SUMS.index("spend_micro")].sum() == billed.sum()
     np.testing.assert_array_equal(row["spend_micro"], np.bincount(ad, weights=billed, minlength=n_ads))
     np.testing.assert_array_equal(row["unbilled_events"], np.bincount(ad, weights=over, minlength=n_ads))
     np.testing.assert_array_equal(row["unbilled_value"], np.bincount(ad, weights=np.where(over, amount, 0) / 1e6, minlength=n_ads))
