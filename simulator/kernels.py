@@ -953,63 +953,76 @@ if numba is not None:
         n_parts, col, col_ad, col_camp, n_ads, n_camps, slot, click, like, comment, save, share, follow, video,
         conversion, bounce, order_value, amount, over, relevance, lift, view, weights, micro,
     ):  # fmt: skip
-        """The sums, one row per ad (in two tables, :data:`AD_SUMS`' first ten and last ten) and per
-        campaign.  The work is split by sum, not by impression: part 0 (of ``n_parts``, one per thread)
-        adds the first table, the last part the second and the campaigns' (one part: all three).  So
-        each sum adds its terms in impression order, each part reads only its own inputs, no branch
-        depends on the impression, and no two threads write to one cache line.  Each impression's
-        ad, campaign, exposure and billed or unbilled micro-yuan are worked out here, from its column,
-        slot and event, rather than gathered into arrays first."""
+        """The sums, per ad and per campaign, in the tables of :data:`_LEDGER_PARTS`: counts and micro-yuan
+        as integers (exact, and an integer add is quicker than a float one), the rest as floats.
+
+        The work is split by sum, not by impression: part 0 (of ``n_parts``, one per thread) adds
+        the first three tables, the last part the other three (one part: all six).  So each sum adds
+        its terms in impression order, each part reads only its own inputs, no branch depends on
+        the impression, and no two threads write to one table.  Each impression's ad, campaign,
+        exposure and billed or unbilled micro-yuan are worked out here, from its column, slot and
+        event, rather than gathered into arrays first."""
         n = col.shape[0]
-        first = np.zeros((n_ads, 10))
-        second = np.zeros((n_ads, len(AD_SUMS) - 10))
-        per_camp = np.zeros((n_camps, len(CAMPAIGN_SUMS)))
+        ints0, floats0, camps0 = np.zeros((n_ads, 7), np.int64), np.zeros((n_ads, 3)), np.zeros((n_camps, 3), np.int64)
+        ints1, floats1, camps1 = np.zeros((n_ads, 7), np.int64), np.zeros((n_ads, 3)), np.zeros((n_camps, 2), np.int64)
         w_like, w_save, w_comment, w_share, w_follow = weights
         for p in numba.prange(n_parts):  # a plain range in the serial compilation
             if p == 0:
                 for i in range(n):
-                    a = col_ad[at(col[i])]
-                    clk = np.float64(click[i])
-                    first[a, 0] += 1.0
-                    first[a, 1] += lift[i] * view[at(slot[i])]
-                    first[a, 2] += clk
-                    first[a, 3] += lift[i] * clk
-                    first[a, 4] += np.float64(like[i] | comment[i] | save[i] | share[i])
-                    first[a, 5] += (
+                    j = at(col[i])
+                    a, c = at(col_ad[j]), at(col_camp[j])
+                    clk = np.int64(click[i])
+                    engaged = np.int64(like[i] | comment[i] | save[i] | share[i])
+                    ints0[a, 0] += 1
+                    ints0[a, 1] += clk
+                    ints0[a, 2] += engaged
+                    ints0[a, 3] += np.int64(conversion[i])
+                    ints0[a, 4] += np.int64(bounce[i])
+                    ints0[a, 5] += np.int64(follow[i])
+                    ints0[a, 6] += np.int64(like[i])
+                    floats0[a, 0] += lift[i] * view[at(slot[i])]
+                    floats0[a, 1] += lift[i] * np.float64(click[i])
+                    floats0[a, 2] += (
                         w_like * np.float64(like[i]) + w_save * np.float64(save[i]) + w_comment * np.float64(comment[i])
                         + w_share * np.float64(share[i]) + w_follow * np.float64(follow[i])
                     )  # fmt: skip
-                    first[a, 6] += np.float64(conversion[i])
-                    first[a, 7] += np.float64(bounce[i])
-                    first[a, 8] += relevance[i]
-                    first[a, 9] += np.float64(follow[i])
+                    camps0[c, 0] += 1
+                    camps0[c, 1] += clk
+                    camps0[c, 2] += engaged
             if p == n_parts - 1:
                 for i in range(n):
                     j = at(col[i])
-                    a, c = col_ad[j], col_camp[j]
+                    a, c = at(col_ad[j]), at(col_camp[j])
                     unbilled_micro = amount[i] * np.int64(over[i])
                     billed = amount[i] - unbilled_micro
-                    second[a, 0] += np.float64(like[i])
-                    second[a, 1] += np.float64(comment[i])
-                    second[a, 2] += np.float64(save[i])
-                    second[a, 3] += np.float64(share[i])
-                    second[a, 4] += np.float64(video[i])
-                    second[a, 5] += order_value[i]
-                    second[a, 6] += np.float64(slot[i] + 1)
-                    second[a, 7] += np.float64(over[i])
-                    second[a, 8] += unbilled_micro / micro
-                    second[a, 9] += np.float64(billed)
-                    per_camp[c, 0] += 1.0
-                    per_camp[c, 1] += np.float64(click[i])
-                    per_camp[c, 2] += np.float64(like[i] | comment[i] | save[i] | share[i])
-                    per_camp[c, 3] += np.float64(conversion[i])
-                    per_camp[c, 4] += np.float64(billed)
-        return first, second, per_camp
+                    ints1[a, 0] += np.int64(comment[i])
+                    ints1[a, 1] += np.int64(save[i])
+                    ints1[a, 2] += np.int64(share[i])
+                    ints1[a, 3] += np.int64(video[i])
+                    ints1[a, 4] += slot[i] + 1
+                    ints1[a, 5] += np.int64(over[i])
+                    ints1[a, 6] += billed
+                    floats1[a, 0] += relevance[i]
+                    floats1[a, 1] += order_value[i]
+                    floats1[a, 2] += unbilled_micro / micro
+                    camps1[c, 0] += np.int64(conversion[i])
+                    camps1[c, 1] += billed
+        return ints0, floats0, camps0, ints1, floats1, camps1
 
     _ledger_serial, _ledger_parallel = serial_and_parallel(_ledger_body, "_ledger")
 
 #: Batches with at least this many impressions are summed on two cores (see :func:`ledger_sums`).
 PARALLEL_LEDGER = 20_000
+#: The compiled ledger's six tables (two parts of three), each column named by its row of :data:`AD_SUMS`
+#: (the first two tables of each part) or :data:`CAMPAIGN_SUMS` (the third).
+_LEDGER_PARTS = (
+    ("impressions", "clicks", "engagements", "conversions", "bounces", "follows", "likes"),
+    ("exposure", "click_exposure", "weighted_engagements"),
+    ("impressions", "clicks", "engagements"),
+    ("comments", "saves", "shares", "video_completions", "position_sum", "unbilled_events", "spend_micro"),
+    ("relevance_sum", "order_value", "unbilled_value"),
+    ("conversions", "spend_micro"),
+)  # fmt: skip
 
 
 def ledger_sums(
@@ -1031,12 +1044,17 @@ def ledger_sums(
         parallel = use_threads(col.size, PARALLEL_LEDGER)
         kernel = _ledger_parallel if parallel else _ledger_serial
         order_value, relevance, lift, view = (np.asarray(x, dtype=np.float64) for x in (o.order_value, relevance, lift, view))
-        first, second, per_camp = kernel(
+        tables = kernel(
             min(2, numba.get_num_threads()) if parallel else 1, col, col_ad, col_camp, n_ads, n_camps, slot, o.click,
             o.like, o.comment, o.save, o.share, o.follow, o.video_completion, o.conversion, o.bounce, order_value,
             amount, over, relevance, lift, view, tuple(float(x) for x in w), micro,
         )  # fmt: skip
-        return np.vstack((first.T, second.T)), np.ascontiguousarray(per_camp.T)
+        per_ad, per_camp = np.empty((len(AD_SUMS), n_ads)), np.empty((len(CAMPAIGN_SUMS), n_camps))
+        for k, (table, names) in enumerate(zip(tables, _LEDGER_PARTS, strict=True)):
+            rows, index = (per_camp, CAMPAIGN_SUMS) if k % 3 == 2 else (per_ad, AD_SUMS)
+            for col_of_table, name in enumerate(names):
+                rows[index.index(name)] = table[:, col_of_table]
+        return per_ad, per_camp
     ad, camp = col_ad[col], col_camp[col]
     unbilled_micro = np.where(over, amount, 0)
     billed = amount - unbilled_micro

@@ -457,6 +457,9 @@ def test_ledger_sums_compiled_and_numpy_give_the_same_floats(monkeypatch):
     for got_ad, got_camp in ((one_ad, one_camp), (per_ad, per_camp)):
         np.testing.assert_array_equal(got_ad, ref_ad)
         np.testing.assert_array_equal(got_camp, ref_camp)
+    parts = kernels._LEDGER_PARTS  # each sum in one table of the compiled pass
+    assert sorted(name for k in (0, 1, 3, 4) for name in parts[k]) == sorted(kernels.AD_SUMS)
+    assert sorted(parts[2] + parts[5]) == sorted(kernels.CAMPAIGN_SUMS)
     row = dict(zip(kernels.AD_SUMS, per_ad, strict=True))
     assert per_ad.shape == (len(kernels.AD_SUMS), n_ads)
     assert row["impressions"].sum() == n
