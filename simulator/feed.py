@@ -86,7 +86,7 @@ class Feed:
         self.converted: list[tuple[np.ndarray, np.ndarray]] = []
         self.day = 0
         # The platform's relevance lift of every user for every category (float32, computed once).
-        self.user_lift = kernels.hot_copy(relevance_lift(population.affinity).astype(np.float32))
+        self.user_lift = relevance_lift(population.affinity, out=kernels.hot_zeros(population.affinity.shape, np.float32))
         self.topic_max_lift = self.user_lift.max(axis=0).astype(np.float64)
         # Campaigns grouped by identical demographic + interest targeting.
         self.camp_group, first = book.targeting_groups()

@@ -64,19 +64,25 @@ class Population:
         self.device = (rng.random(n, dtype=np.float32) < spec.ios_share).astype(np.int8)
         self.segment = segment_of(self.gender, self.age, self.tier, self.device)
 
+        # (The million-row tables are computed in place or straight into their huge-page tables
+        # (kernels.hot_zeros): each fresh temporary's pages cost their faults, on a VM also the host's.)
         tilt = np.array([_GENDER_TILT.get(c, (1.0, 1.0)) for c in categories], dtype=np.float32)  # (C, 2)
-        alpha = spec.interest_concentration * tilt[:, self.gender].T  # (n, C) shape via gender column
-        raw = rng.standard_gamma(alpha, dtype=np.float32) + np.float32(1e-12)
-        self.affinity = kernels.hot_copy(raw / raw.max(axis=1, keepdims=True))  # read per impression
-        del raw, alpha
-        bits = (self.affinity >= INTEREST_THRESHOLD).astype(np.int64)
-        self.interest_bits = (bits << np.arange(len(categories), dtype=np.int64)).sum(axis=1)
-        # Read at random by every session's targeting: on huge pages (kernels.hot_copy), values unchanged.
-        self.segment, self.interest_bits = kernels.hot_copy(self.segment), kernels.hot_copy(self.interest_bits)
-        del bits
-        self.taste = kernels.hot_copy(
-            (rng.standard_normal((n, spec.taste_dims), dtype=np.float32) / np.sqrt(spec.taste_dims)).astype(np.float32)
-        )
+        alpha = tilt[:, self.gender]  # (C, n): each user's tilt by gender
+        alpha *= spec.interest_concentration
+        raw = rng.standard_gamma(alpha.T, dtype=np.float32)  # (n, C)
+        del alpha
+        raw += np.float32(1e-12)
+        self.affinity = kernels.hot_zeros(raw.shape, np.float32)  # read per impression
+        np.divide(raw, raw.max(axis=1, keepdims=True), out=self.affinity)
+        del raw
+        # Read at random by every session's targeting: on huge pages (kernels.hot_zeros), values unchanged.
+        self.segment = kernels.hot_copy(self.segment)
+        self.interest_bits = kernels.hot_zeros(n, np.int64)
+        for c in range(len(categories)):
+            self.interest_bits |= (self.affinity[:, c] >= INTEREST_THRESHOLD).astype(np.int64) << c
+        self.taste = kernels.hot_zeros((n, spec.taste_dims), np.float32)
+        # (divided in float64 by the float64 root, then rounded to float32)
+        np.divide(rng.standard_normal((n, spec.taste_dims), dtype=np.float32), np.sqrt(spec.taste_dims), out=self.taste)
         # Personal activity: some users open many more sessions than others.
         activity = rng.lognormal(0.0, 0.6, size=n)
         self._cdf = np.cumsum(activity / activity.sum())

@@ -32,9 +32,14 @@ PRIOR_CVR = 0.013  # conversions per click
 NEUTRAL_LANDING = 0.6
 
 
-def relevance_lift(rel: NDArray[np.floating]) -> NDArray[np.floating]:
-    """The platform's model of how observed relevance (0..1) scales an ad's rates (1 at 0.5)."""
-    return np.exp(2.0 * (rel - 0.5))
+def relevance_lift(rel: NDArray[np.floating], out: NDArray[np.floating] | None = None) -> NDArray[np.floating]:
+    """The platform's model of how observed relevance (0..1) scales an ad's rates (1 at 0.5):
+    ``exp(2 (rel - 0.5))``, in ``rel``'s precision (into the array ``out`` if given, without temporaries)."""
+    if out is None:
+        return np.exp(2.0 * (rel - 0.5))
+    np.subtract(rel, 0.5, out=out)
+    out *= 2.0
+    return np.exp(out, out=out)
 
 
 def quality_score(factors: NDArray[np.float64], weights: NDArray[np.float64]) -> NDArray[np.float64]:
