@@ -117,9 +117,10 @@ class Feed:
         rooms = self._familiar_room if self.trace is None else (None, None)
         # The compiled pass finds a user's keys through this index: the two never go out of step.  (It is
         # built before the copy: ``keys`` may be a view of the table the copy writes over.)
-        ptr = respond.familiar_index(keys, self.population.n)
+        n = self.population.n
+        ptr_room = rooms[1] if rooms[1] is not None else kernels.hot_zeros(n + 1, np.int64)
+        self.familiar_ptr = respond.familiar_index(keys, n, out=ptr_room)
         self._familiar_keys, keys_room = kernels.hot_into(rooms[0], keys)
-        self.familiar_ptr, ptr_room = kernels.hot_into(rooms[1], ptr)
         self._familiar_room = (keys_room, ptr_room)
 
     def start_day(self, day: int) -> None:

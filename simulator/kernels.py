@@ -1148,6 +1148,21 @@ def merge_seen(
 if numba is not None:
 
     @numba.njit(cache=True, nogil=True)
+    def key_index(keys, ptr):
+        """``ptr[u]``: how many of the sorted user-major ``keys`` (``user << 32 | ...``) belong to users
+        before ``u``, for ``u`` in ``0 .. ptr.size - 1`` (one pass, as ``cumsum(bincount(keys >> 32))``)."""
+        u = 0
+        ptr[0] = 0
+        for i in range(keys.size):
+            user = keys[i] >> 32
+            while u < user:
+                u += 1
+                ptr[u] = i
+        while u < ptr.size - 1:
+            u += 1
+            ptr[u] = keys.size
+
+    @numba.njit(cache=True, nogil=True)
     def _merge_seen(keys, last, new, day, before, out_keys, out_last):
         """:func:`merge_seen`'s merge into ``out_keys`` and ``out_last``; returns how many were kept."""
         i = j = n = 0

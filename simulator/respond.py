@@ -166,9 +166,14 @@ def familiar_key(advertiser: NDArray[np.integer], user: NDArray[np.integer]) -> 
     return (np.asarray(user).astype(np.int64) << 32) | np.asarray(advertiser).astype(np.int64)
 
 
-def familiar_index(keys: NDArray[np.int64], n_users: int) -> NDArray[np.int64]:
-    """Where each user's keys start in the sorted ``keys`` (n_users + 1 offsets), for per-user lookups."""
-    ptr = np.zeros(n_users + 1, dtype=np.int64)
+def familiar_index(keys: NDArray[np.int64], n_users: int, out: NDArray[np.int64] | None = None) -> NDArray[np.int64]:
+    """Where each user's keys start in the sorted ``keys`` (n_users + 1 offsets), for per-user lookups
+    (into ``out``'s first n_users + 1 entries if given: no temporaries in the compiled pass)."""
+    ptr = np.empty(n_users + 1, dtype=np.int64) if out is None else out[: n_users + 1]
+    if kernels.HAVE_NUMBA:
+        kernels.key_index(keys, ptr)
+        return ptr
+    ptr[0] = 0
     np.cumsum(np.bincount(keys >> 32, minlength=n_users), out=ptr[1:])
     return ptr
 

@@ -113,6 +113,29 @@ def test_brand_familiarity_lookup_matches_the_sorted_set():
     assert ptr[-1] == keys.size
 
 
+def test_familiar_index_compiled_and_numpy_agree(monkeypatch):
+    """The per-user index in one compiled pass (into a given table) equals cumsum(bincount(user)),
+    with users that have no keys first, in between and last, and with no keys at all."""
+    from simulator import kernels
+
+    rng = np.random.default_rng(11)
+    n_users = 300
+    users = rng.integers(5, n_users - 5, 2000)
+    users = users[(users < 100) | (users > 120)]  # a run of users without keys
+    cases = [np.unique(respond.familiar_key(rng.integers(0, 30, users.size), users)), np.zeros(0, dtype=np.int64)]
+    for keys in cases:
+        want = np.zeros(n_users + 1, dtype=np.int64)
+        want[1:] = np.cumsum(np.bincount(keys >> 32, minlength=n_users))
+        room = np.full(n_users + 50, -7, dtype=np.int64)  # longer than needed, stale values
+        got = respond.familiar_index(keys, n_users, out=room)
+        np.testing.assert_array_equal(got, want)
+        assert np.shares_memory(got, room)
+        assert (room[n_users + 1 :] == -7).all()
+        with monkeypatch.context() as m:
+            m.setattr(kernels, "HAVE_NUMBA", False)
+            np.testing.assert_array_equal(respond.familiar_index(keys, n_users), want)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     days=st.lists(st.lists(st.integers(0, 40), max_size=25), min_size=1, max_size=12),
