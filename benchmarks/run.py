@@ -351,7 +351,9 @@ def engine_point(
     runs = []
     try:
         for _ in range(n):
-            r = child(["engine", str(path)], cfg, timeout=max(60.0, 2.5 * plan.seconds(users, ads, days)), extra_env=extra_env)
+            # (The plan predicts the compiled path; the numpy path, ADSIM_NUMBA=0, runs tens of times slower.)
+            floor = 300.0 if extra_env else 60.0
+            r = child(["engine", str(path)], cfg, timeout=max(floor, 2.5 * plan.seconds(users, ads, days)), extra_env=extra_env)
             rates(r, r["simulate_s"], r["simulate_cpu_s"])
             runs.append(r)
             plan.observe(users, ads, r["sessions"], r["simulate_s"] + r["setup_s"], r["peak_rss_mb"], days)
