@@ -202,6 +202,7 @@ class Advertiser(mesa.Agent):
         book.camp_audience_mode[c] = 0
         book.camp_audience[c] = None
         book.camp_exclusion[c] = None
+        m.feed.refresh_targeting()  # the serving groups campaigns by targeting: regroup
         k = self.campaigns.index(c)
         new_camp = self.campaign_specs[c].model_copy(update={"targeting": targeting})
         campaigns = list(self.spec.campaigns)

@@ -88,16 +88,20 @@ class Feed:
         # The platform's relevance lift of every user for every category (float32, computed once).
         self.user_lift = relevance_lift(population.affinity, out=kernels.hot_zeros(population.affinity.shape, np.float32))
         self.topic_max_lift = self.user_lift.max(axis=0).astype(np.float64)
-        # Campaigns grouped by identical demographic + interest targeting.
-        self.camp_group, first = book.targeting_groups()
-        self.group_seg_ok = book.camp_seg_ok[first]
-        self.group_bits = book.camp_interest_bits[first]
-        self._admit_cache: dict[bytes, kernels.AdmitTables | None] = {}
+        self.refresh_targeting()
         #: When a list, every served batch appends its inputs and outputs (tests compare a slow reference;
         #: switch it on or off between days, see :attr:`familiar_keys`).
         self.trace: list[dict[str, Any]] | None = None
         self._familiar_room: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
         self.familiar_keys = np.zeros(0, dtype=np.int64)
+
+    def refresh_targeting(self) -> None:
+        """Group the campaigns by identical demographic + interest targeting, from the book's rows (again
+        after a campaign's targeting is edited, between days)."""
+        self.camp_group, first = self.book.targeting_groups()
+        self.group_seg_ok = self.book.camp_seg_ok[first]
+        self.group_bits = self.book.camp_interest_bits[first]
+        self._admit_cache: dict[bytes, kernels.AdmitTables | None] = {}
 
     @property
     def familiar_keys(self) -> np.ndarray:
@@ -331,6 +335,8 @@ class Feed:
     def _admit_tables(self, groups: np.ndarray) -> kernels.AdmitTables | None:
         """The targeting tables of these groups (kernels.admit_tables), kept for the chunks that have
         the same groups (those of an hour, mostly)."""
+        if not kernels.HAVE_NUMBA:  # (the numpy path computes the targeting group by group)
+            return None
         key = groups.tobytes()
         if key not in self._admit_cache:
             if len(self._admit_cache) >= 64:

@@ -10,6 +10,7 @@ the ledger), it fails learning, and a bid edit re-enters learning.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -163,6 +164,33 @@ def test_targeting_edit_reenters_learning_and_reports_reach() -> None:
     assert scenario.advertisers[0].campaigns[0].targeting.gender == "all"  # the scenario is not rewritten
     shown = m.book.camp_seg_ok[0][m.population.segment]
     assert not shown[m.population.gender == 1].any()  # no man is eligible after the edit
+
+
+def test_targeting_edit_reaches_the_serving() -> None:
+    """The feed groups campaigns by targeting: after an edit, the campaign is served only to the users
+    its new targeting admits (read off the feed's trace: each impression's user and campaign)."""
+    adv = {
+        "name": "opt",
+        "category": "beauty",
+        "campaigns": [
+            {
+                "name": "cpm",
+                "bid": {"type": "CPM", "amount": 300.0},
+                "budget": {"daily": 5000.0},
+                "edits": [{"date": "2026-09-08", "targeting": {"gender": "female"}}],
+            }
+        ],
+    }
+    m = Market(make_scenario({"advertisers": [adv, *SMALL["advertisers"][1:]], "days": 2, "population.users": 2000}))
+    gender = []
+    for _ in range(2):
+        m.feed.trace = []  # (switched between days)
+        m.step()
+        users = [e["winners"].users[e["served"].session[e["winners"].camp[e["served"].col] == 0]] for e in m.feed.trace]
+        gender.append(m.population.gender[np.concatenate(users)])
+    assert (gender[0] == 1).sum() > 0  # before the edit men see the ad
+    assert gender[1].size > 0
+    assert (gender[1] == 0).all()  # after it, only women
 
 
 @pytest.mark.slow
