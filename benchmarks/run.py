@@ -351,12 +351,15 @@ def engine_point(
     runs = []
     try:
         for _ in range(n):
-            # (The plan predicts the compiled path; the numpy path, ADSIM_NUMBA=0, runs tens of times slower.)
-            floor = 300.0 if extra_env else 60.0
+            # The plan predicts the compiled path; the numpy path (ADSIM_NUMBA=0) runs tens of times slower,
+            # so it gets a longer timeout and its times do not go into the plan's model.
+            numpy_path = (extra_env or {}).get("ADSIM_NUMBA") == "0"
+            floor = 300.0 if numpy_path else 60.0
             r = child(["engine", str(path)], cfg, timeout=max(floor, 2.5 * plan.seconds(users, ads, days)), extra_env=extra_env)
             rates(r, r["simulate_s"], r["simulate_cpu_s"])
             runs.append(r)
-            plan.observe(users, ads, r["sessions"], r["simulate_s"] + r["setup_s"], r["peak_rss_mb"], days)
+            if not numpy_path:
+                plan.observe(users, ads, r["sessions"], r["simulate_s"] + r["setup_s"], r["peak_rss_mb"], days)
     except RuntimeError as exc:
         why = failed(plan, label, exc)
         if not runs:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import sys
 import threading
 import types
 from dataclasses import dataclass
@@ -824,8 +825,8 @@ def admit_tables(seg_ok: NDArray[np.bool_], bits: NDArray[np.int64]) -> AdmitTab
     n_g = bits.size
     width = admitted_width(n_g)
     mask = int(np.bitwise_or.reduce(bits)) if n_g else 0
-    if (1 << mask.bit_length()) * width > ADMIT_TABLE_BYTES:
-        return None
+    if (1 << mask.bit_length()) * width > ADMIT_TABLE_BYTES or sys.byteorder != "little":
+        return None  # (the counts read byte k of a word as group 8 w + k: little-endian only)
     seg = np.zeros((seg_ok.shape[1], width), dtype=np.bool_)
     seg[:, :n_g] = seg_ok.T
     values = np.arange(1 << mask.bit_length(), dtype=np.int64)
@@ -1036,7 +1037,8 @@ def ledger_sums(
     the ``outcomes``, ``amount`` (micro-yuan of its billing event, else 0), ``over`` (the event crossed
     the budget: unbilled), ``relevance`` and ``lift`` (exposure is ``lift x view[slot]``).
     Each sum adds its terms in impression order from zero, as ``np.bincount`` does, so both
-    implementations give the same floats.  Money is summed as float64, exact below 2**53 micro-yuan.
+    implementations give the same floats.  Counts and micro-yuan: the compiled pass adds them as
+    integers, the numpy one as float64, the same numbers below 2**53.
     """
     o = outcomes
     w = (weights["like"], weights["save"], weights["comment"], weights["share"], weights["follow"])
@@ -1155,6 +1157,8 @@ if numba is not None:
         ptr[0] = 0
         for i in range(keys.size):
             user = keys[i] >> 32
+            if user < u or user >= ptr.size - 1:
+                raise ValueError("key_index: keys must be sorted, of users below ptr.size - 1")
             while u < user:
                 u += 1
                 ptr[u] = i

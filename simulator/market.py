@@ -277,9 +277,10 @@ class Market(mesa.Model):
         seg_ok, bits = book.camp_seg_ok[first], book.camp_interest_bits[first]
         counts = np.zeros(first.size, dtype=np.int64)
         block = 1 << 17
+        tables = kernels.admit_tables(seg_ok, bits) if kernels.HAVE_NUMBA else None
         for lo in range(0, pop.n, block):
             users = np.arange(lo, min(lo + block, pop.n), dtype=np.int32)
-            counts += kernels.admitted(seg_ok, bits, users, pop.segment, pop.interest_bits)[1]
+            counts += kernels.admitted(seg_ok, bits, users, pop.segment, pop.interest_bits, tables)[1]
         return counts[group].astype(np.float64)
 
     def _make_quality(self, specs: list[sc.Advertiser]) -> QualityModel:

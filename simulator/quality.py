@@ -34,7 +34,8 @@ NEUTRAL_LANDING = 0.6
 
 def relevance_lift(rel: NDArray[np.floating], out: NDArray[np.floating] | None = None) -> NDArray[np.floating]:
     """The platform's model of how observed relevance (0..1) scales an ad's rates (1 at 0.5):
-    ``exp(2 (rel - 0.5))``, in ``rel``'s precision (into the array ``out`` if given, without temporaries)."""
+    ``exp(2 (rel - 0.5))``, in ``rel``'s precision, or written into the array ``out`` (in its dtype,
+    without temporaries)."""
     if out is None:
         return np.exp(2.0 * (rel - 0.5))
     np.subtract(rel, 0.5, out=out)

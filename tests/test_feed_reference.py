@@ -134,6 +134,9 @@ def test_familiar_index_compiled_and_numpy_agree(monkeypatch):
         with monkeypatch.context() as m:
             m.setattr(kernels, "HAVE_NUMBA", False)
             np.testing.assert_array_equal(respond.familiar_index(keys, n_users), want)
+    for bad in ([n_users << 32], [5 << 32, 3 << 32]):  # a user past the table; keys out of order
+        with pytest.raises(ValueError, match="sorted"):
+            respond.familiar_index(np.array(bad, dtype=np.int64), n_users)
 
 
 @settings(max_examples=60, deadline=None)
