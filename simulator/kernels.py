@@ -816,7 +816,6 @@ class AdmitTables:
     segment_words: NDArray[np.uint64]
     interest_words: NDArray[np.uint64]
     mask: int
-    n_groups: int
 
 
 def admit_tables(seg_ok: NDArray[np.bool_], bits: NDArray[np.int64]) -> AdmitTables | None:
@@ -832,7 +831,7 @@ def admit_tables(seg_ok: NDArray[np.bool_], bits: NDArray[np.int64]) -> AdmitTab
     values = np.arange(1 << mask.bit_length(), dtype=np.int64)
     interests = np.zeros((values.size, width), dtype=np.bool_)
     interests[:, :n_g] = (bits == 0)[None, :] | ((values[:, None] & bits[None, :]) != 0)
-    return AdmitTables(seg.view(np.uint64), interests.view(np.uint64), mask, n_g)
+    return AdmitTables(seg.view(np.uint64), interests.view(np.uint64), mask)
 
 
 def admitted_width(n_groups: int) -> int:
