@@ -409,6 +409,22 @@ if numba is not None:
         prefetch(freq, (u, freq.shape[1] - 1))
 
 
+    #: The parallel compilations parallelize their ``prange`` loops and nothing else: the bodies
+    #: write their loops out, so the passes that would turn array expressions into parallel loops
+    #: or fuse them find nothing to do, and cost compile time on a cold cache.
+    PRANGE_ONLY = {
+        "prange": True, "comprehension": False, "reduction": False, "inplace_binop": False, "setitem": False,
+        "numpy": False, "stencil": False, "fusion": False,
+    }  # fmt: skip
+
+    def _prange_only():
+        """:data:`PRANGE_ONLY` as numba's options object: numba reads a dict by popping its keys, so the
+        dict left in a kernel's options would be empty at its next compilation (another signature),
+        which would then take every parallel option."""
+        from numba.core.cpu_options import ParallelOptions
+
+        return ParallelOptions(dict(PRANGE_ONLY))
+
     def serial_and_parallel(fn, name):
         """``fn`` compiled twice, on one thread and with ``numba.prange`` over all cores.
 
@@ -424,7 +440,7 @@ if numba is not None:
 
         return (
             numba.njit(parallel=False, cache=True, nogil=True)(renamed("_serial")),
-            numba.njit(parallel=True, cache=True, nogil=True)(renamed("_parallel")),
+            numba.njit(parallel=_prange_only(), cache=True, nogil=True)(renamed("_parallel")),
         )
 
     @numba.njit(cache=True, nogil=True)
@@ -729,6 +745,15 @@ def select(b: Batch) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
 
 if numba is not None:
 
+    @numba.njit(cache=True, nogil=True)
+    def _column_sums(counts):
+        """``counts.sum(axis=0)``, written out: numba's axis sum compiles for over a second on a cold cache."""
+        out = np.zeros(counts.shape[1], dtype=np.int64)
+        for r in range(counts.shape[0]):
+            for g in range(counts.shape[1]):
+                out[g] += counts[r, g]
+        return out
+
     def _admitted_body(segment_ok, bits, users, segment, interest_bits, width):
         """``segment_ok`` (n_segments, G): each segment's row over the groups, so that a session's pass
         over the groups reads, writes and counts contiguous rows, without branches.  Rows of ``width``
@@ -737,7 +762,9 @@ if numba is not None:
         out = np.empty((n_s, width), dtype=np.bool_)
         n_blocks = min(n_s, 64)  # blocks of sessions, shared among the threads, each counting its own
         counts = np.zeros((max(n_blocks, 1), n_g), dtype=np.int64)
-        any_interest = bits == 0
+        any_interest = np.empty(n_g, dtype=np.bool_)  # (bits == 0, written out: the parallel compilation
+        for g in range(n_g):  # turns no array expression into a parallel loop, see PRANGE_ONLY)
+            any_interest[g] = bits[g] == 0
         for blk in numba.prange(n_blocks):  # a plain range in the serial compilation
             s1 = (blk + 1) * n_s // n_blocks
             tally = counts[blk]
@@ -755,7 +782,7 @@ if numba is not None:
                     tally[g] += ok
                 for g in range(n_g, width):
                     row[g] = False
-        return out, counts.sum(axis=0)
+        return out, _column_sums(counts)
 
     def _admitted_words_body(segment_words, interest_words, mask, users, segment, interest_bits):
         """:func:`_admitted_body` eight groups at a time: a session's row is the AND of its segment's row
@@ -789,7 +816,7 @@ if numba is not None:
                             counts[blk, 8 * w + k] += np.int64((x >> np.uint64(8 * k)) & np.uint64(255))
                         acc[w] = 0
                     held = 0
-        return out, counts.sum(axis=0)
+        return out, _column_sums(counts)
 
     _admitted_words_serial, _admitted_words_parallel = serial_and_parallel(_admitted_words_body, "_admitted_words")
     _admitted_serial, _admitted_parallel = serial_and_parallel(_admitted_body, "_admitted")

@@ -608,7 +608,9 @@ if kernels.numba is not None:
         none = np.empty(0, dtype=np.int64)
         for blk in numba.prange(n_blocks):  # a plain range in the serial compilation
             b0, b1 = s0 + blk * n_s // n_blocks, s0 + (blk + 1) * n_s // n_blocks
-            _serve_sessions(none, b0, b1, start, none, out, order, sorted_ranks, paid, tables, 0)
+            # (``ends_from`` is not read without ``ends``: s0, an int64 as the settle pass passes, so that
+            # both passes call one compilation of _serve_sessions rather than one for a literal 0 too)
+            _serve_sessions(none, b0, b1, start, none, out, order, sorted_ranks, paid, tables, s0)
 
     _speculate_serial, _speculate_parallel = kernels.serial_and_parallel(_speculate_body, "_speculate")
 
