@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from simulator import kernels
+
 FloatArray = NDArray[np.float64]
 
 
@@ -26,7 +28,7 @@ FAMILIAR_CONVERSION = 0.8
 
 
 def sigmoid(z: FloatArray) -> FloatArray:
-    return 1.0 / (1.0 + np.exp(-z))
+    return 1.0 / (1.0 + kernels.c_math("exp", -np.asarray(z, dtype=np.float64)))
 
 
 def content_quality(production: FloatArray, authenticity: FloatArray, localization: FloatArray, vertical: FloatArray) -> FloatArray:
@@ -78,7 +80,7 @@ def probabilities(imp: Impressions) -> dict[str, FloatArray]:
     rel = imp.relevance
     # Users who already know the brand (clicked or bought before) come back more readily.
     known = np.zeros(len(rel)) if imp.familiar is None else imp.familiar.astype(np.float64)
-    fatigue = 0.35 * np.log1p(imp.frequency) + 0.12 * imp.wear
+    fatigue = 0.35 * kernels.c_math("log1p", imp.frequency) + 0.12 * imp.wear
     auth = imp.authenticity - 0.5
     content = imp.content - 0.5
     view = imp.view

@@ -314,7 +314,7 @@ class Feed:
         n_conv = int(conv.sum())
         if n_conv:
             mean = book.camp_value[camp[served.col[conv]]] * cond.order_value
-            value[conv] = np.round(mean * np.exp(0.5 * self.engagement_rng.standard_normal(n_conv) - 0.125), 2)
+            value[conv] = np.round(mean * kernels.c_math("exp", 0.5 * self.engagement_rng.standard_normal(n_conv) - 0.125), 2)
         out = engagement.Outcomes(**o, order_value=value)
         per_ad, per_camp = self.ledger.record_impressions(
             hour, served.col, cols, camp, served.slot, out, served.amount, served.over, served.relevance, served.lift,

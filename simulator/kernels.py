@@ -24,6 +24,7 @@ the tie break random).  Ads ranked below ``floor`` (or not eligible) win nothing
 from __future__ import annotations
 
 import ctypes
+import math
 import mmap
 import os
 import sys
@@ -306,7 +307,7 @@ def pruning_order(
     k_topic, k_power = keys // 4 - 1, (keys % 4).astype(np.int8)
     best = np.zeros(keys.size)
     np.maximum.at(best, bucket, b0)
-    best *= np.where(k_topic >= 0, topic_max_lift[np.maximum(k_topic, 0)], 1.0) ** k_power
+    best *= c_pow(np.where(k_topic >= 0, topic_max_lift[np.maximum(k_topic, 0)], 1.0), k_power)
     by_best = np.argsort(-best, kind="stable")
     place = np.empty(keys.size, dtype=np.int64)
     place[by_best] = np.arange(keys.size)
@@ -1102,6 +1103,73 @@ def ledger_sums(
         ).reshape(len(terms), n)
 
     return sums(ad, n_ads, per_ad_terms), sums(camp, n_camps, per_camp_terms)
+
+
+# ----------------------------------------------------------------------------------------------
+# The C library's exp, log1p, log10 and pow, whatever the CPU.
+# ----------------------------------------------------------------------------------------------
+
+#: The functions :func:`c_math` applies.
+C_MATH = ("exp", "log1p", "log10")
+
+
+def _py_math(fn):
+    """``fn`` of the math module, with numpy's answers where Python's would raise (inf past exp's
+    range, -inf at a logarithm's pole, nan outside its domain): what the C library returns."""
+
+    def safe(v: float) -> float:
+        try:
+            return fn(v)
+        except OverflowError:
+            return math.inf
+        except ValueError:
+            return -math.inf if v == (-1.0 if fn is math.log1p else 0.0) else math.nan
+
+    return safe
+
+
+def c_math(name: str, x: NDArray | float) -> NDArray[np.float64]:
+    """``math.<name>`` (one of :data:`C_MATH`) of every element of ``x``, in float64, as the C library
+    computes it.
+
+    On CPUs with AVX-512, numpy computes float64 exp, log1p, log10 and pow with its own vector
+    code, which differs from the C library's in the last place (on AVX2 CPUs it calls the C
+    library).  Wherever such a value can decide something (a draw against a threshold, a
+    rounding to cents, an order of columns), a run's tables would then depend on the CPU.  The
+    compiled passes call the C library; every numpy-side value that feeds a decision goes
+    through here: a compiled loop, or Python's math module (the same C library) without numba.
+    """
+    code = C_MATH.index(name)
+    a = np.ascontiguousarray(x, dtype=np.float64)
+    flat = a.reshape(-1)
+    out = np.empty(flat.size)
+    if HAVE_NUMBA:
+        _c_math(code, flat, out)
+    else:
+        fn = _py_math(getattr(math, name))
+        out[:] = [fn(v) for v in flat.tolist()]
+    return out.reshape(a.shape)
+
+
+def c_pow(base: NDArray, exponent: NDArray) -> NDArray[np.float64]:
+    """``base ** exponent`` element by element with the C library's pow (see :func:`c_math`); for
+    the few values of a chunk's buckets."""
+    b, e = np.broadcast_arrays(np.asarray(base, dtype=np.float64), np.asarray(exponent, dtype=np.float64))
+    return np.array([math.pow(u, v) for u, v in zip(b.ravel().tolist(), e.ravel().tolist(), strict=True)], dtype=np.float64).reshape(b.shape)
+
+
+if numba is not None:
+
+    @numba.njit(cache=True, nogil=True)
+    def _c_math(code, x, out):
+        for i in range(x.shape[0]):
+            v = x[i]
+            if code == 0:
+                out[i] = math.exp(v)
+            elif code == 1:
+                out[i] = math.log1p(v)
+            else:
+                out[i] = math.log10(v)
 
 
 #: Uniforms per slot of a session that the users' responses may read (engagement.draw's columns).

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from simulator import kernels
 from simulator.scenario import Quality as QualitySpec
 
 FACTORS = ("relevance", "history", "content", "engagement", "landing", "reputation")
@@ -62,7 +63,7 @@ def ratio_factor(ratio: NDArray[np.float64]) -> NDArray[np.float64]:
 
 def reputation_factor(followers: NDArray[np.float64], age_days: NDArray[np.float64], consistency: NDArray[np.float64]) -> NDArray[np.float64]:
     """Account reputation from followers (log scale, 1M = full), account age (2 years = full) and posting."""
-    f = np.clip(np.log10(1.0 + followers) / 6.0, 0.0, 1.0)
+    f = np.clip(kernels.c_math("log10", 1.0 + np.asarray(followers, dtype=np.float64)) / 6.0, 0.0, 1.0)
     a = np.clip(age_days / 730.0, 0.0, 1.0)
     return 0.55 * f + 0.25 * a + 0.20 * np.clip(consistency, 0.0, 1.0)
 

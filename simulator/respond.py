@@ -158,6 +158,11 @@ def concat(pieces: list[Served]) -> Served:
     return Served(n_used=sum(p.n_used for p in pieces), outcomes=outcomes, **arrays)
 
 
+#: The fatigue term of each frequency count (a byte): ``0.35 x log1p(count)`` (engagement.probabilities),
+#: with the C library's log1p (kernels.c_math).
+_FATIGUE = 0.35 * np.array([math.log1p(f) for f in range(256)])
+
+
 def familiar_key(advertiser: NDArray[np.integer], user: NDArray[np.integer]) -> NDArray[np.int64]:
     """Key of (advertiser, user) pairs in the brand-familiarity set: user-major, ``user << 32 | advertiser``.
 
@@ -264,7 +269,7 @@ def _serve_rows(w: Winners) -> Served:
         landing=w.camp_landing[camp],
         view=w.view[k_idx],
         frequency=frequency.astype(np.float64),
-        wear=np.log1p(10.0 * w.ad_impressions_total[ads] / w.freq.shape[0]),
+        wear=kernels.c_math("log1p", 10.0 * w.ad_impressions_total[ads] / w.freq.shape[0]),
         intent=w.intent,
         familiar=members(familiar_key(w.camp_adv[camp], users), w.familiar_keys),
     )
@@ -801,7 +806,7 @@ def respond_numba(w: Winners, parallel: bool | None = None) -> Served:
         w.users, w.device, w.cols, w.camp, w.bill, w.per_event, dm, has_device, w.ocpc, w.user_lift, w.affinity,
         w.taste, w.ad_taste, w.ad_topic, w.ad_content, w.ad_authenticity, w.ad_video, w.ad_vertical,
         # Per ad and per frequency, the same values the numpy path computes per impression.
-        np.log1p(10.0 * w.ad_impressions_total / w.freq.shape[0]), 0.35 * np.log1p(np.arange(256, dtype=np.float64)),
+        kernels.c_math("log1p", 10.0 * w.ad_impressions_total / w.freq.shape[0]), _FATIGUE,
         w.camp_landing, w.camp_adv, w.freq, w.familiar_keys, w.familiar_ptr, w.view, float(w.intent),
         np.empty((0, n_slots, kernels.UNIFORMS)) if w.u is None else np.ascontiguousarray(w.u, dtype=np.float64),
         np.uint64(w.u_key), np.int64(w.u_first),

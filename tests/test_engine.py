@@ -1,5 +1,7 @@
 """End-to-end properties of the market engine (DESIGN.md sections 3-5)."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,8 @@ from hypothesis import strategies as st
 from simulator import Market, run
 from simulator.book import MICRO, PROFILES
 from tests.conftest import make_scenario
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
 
 def test_same_seed_same_tables_other_seed_different():
@@ -220,3 +224,58 @@ def test_spend_in_yuan_is_the_integer_ledger():
     total_micro = int(r.market_daily["spend_micro"].sum())
     assert round(r.advertiser_daily["spend"].sum() * MICRO) == total_micro
     assert np.isfinite(r.advertiser_daily["spend"]).all()
+
+
+def test_c_math_is_the_c_library_compiled_or_not(monkeypatch):
+    """kernels.c_math gives what Python's math module (the C library) gives, element by element,
+    with numba and without it, at the edges of each function's range too."""
+    import math
+
+    from simulator import kernels
+
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.uniform(-30.0, 30.0, 5_000), [0.0, -0.0, 709.7, 710.0, -800.0, 1e-300]])
+    pos = np.abs(x)
+    cases = {"exp": x, "log1p": np.concatenate([pos, [-1.0]]), "log10": np.concatenate([pos, [0.0]])}
+    edges = {("exp", 710.0): math.inf, ("log1p", -1.0): -math.inf, ("log10", 0.0): -math.inf}
+    for name, values in cases.items():
+        want = np.array([edges[(name, v)] if (name, v) in edges else getattr(math, name)(v) for v in values.tolist()])
+        for compiled in (kernels.HAVE_NUMBA, False):
+            monkeypatch.setattr(kernels, "HAVE_NUMBA", compiled)
+            np.testing.assert_array_equal(kernels.c_math(name, values), want, err_msg=f"{name}, numba {compiled}")
+    got = kernels.c_pow(np.array([1.7, 2.0, 0.3]), np.array([3, 2, 0], dtype=np.int8))
+    np.testing.assert_array_equal(got, [math.pow(1.7, 3), 4.0, 1.0])
+
+
+@pytest.mark.slow
+def test_tables_do_not_depend_on_numpy_vector_code(tmp_path):
+    """On CPUs with AVX-512, numpy computes float64 exp, log1p, log10 and pow with its own vector code,
+    which differs from the C library's in the last place; a run must not notice.  The same
+    scenario run with numpy's AVX-512 code switched off (numpy then works as on an AVX2 CPU) gives
+    the same tables.  (On a CPU without AVX-512 both runs take the same code: equal all the same.)"""
+    import os
+    import subprocess
+    import sys
+
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:
+        pytest.skip("this numpy does not list its CPU dispatch")
+    off = [t for t in __cpu_dispatch__ if t.startswith(("X86_V4", "AVX512")) and __cpu_features__.get(t)]
+    code = (
+        "import hashlib, sys\nimport pandas as pd\nfrom simulator import run\n"
+        "r = run(sys.argv[1])\n"
+        "for name, t in sorted(r.tables.items()):\n"
+        "    print(name, hashlib.sha1(pd.util.hash_pandas_object(t, index=False).values.tobytes()).hexdigest())\n"
+    )
+    outs = []
+    for env_off in ([], off):
+        env = {k: v for k, v in os.environ.items() if k != "NPY_DISABLE_CPU_FEATURES"}
+        if env_off:
+            env["NPY_DISABLE_CPU_FEATURES"] = " ".join(env_off)
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(SCENARIOS / "baseline.toml")], capture_output=True, text=True, env=env, check=True
+        )
+        outs.append(done.stdout)
+    assert outs[0].count("\n") == 5
+    assert outs[0] == outs[1]

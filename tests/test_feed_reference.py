@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator import Market, engagement, kernels, respond
-from tests import reference
 from simulator.scenario import parse_scenario
+from tests import reference
 from tests.conftest import make_scenario
 
 
