@@ -492,24 +492,37 @@ if numba is not None:
             count = 0
             rb = at(min(int(np.float64(u_part[s]) * n_bins), n_bins - 1))  # its throttle bin
             # This user's lift factor of each bucket, and the buckets in order of their best bound.
+            # The best bucket (the first of equals) is found on the way: the first pick needs no pass.
+            best_b, best_top = 0, 0.0
             for b in range(n_buckets):
                 mult = 1.0
                 e = bucket_power[b]
                 if e > 0:
                     lf_b = np.float64(user_lift[u, at(bucket_topic[b])])
-                    mult = lf_b
-                    for _ in range(e - 1):
-                        mult = mult * lf_b
+                    if e == 1:
+                        mult = lf_b
+                    elif e == 2:
+                        mult = lf_b * lf_b
+                    else:
+                        mult = lf_b * lf_b * lf_b
+                        for _ in range(e - 3):
+                            mult = mult * lf_b
                 mults[b] = mult
                 top = first_bound[rb, b] * mult
-                tops[b] = top if top == top else np.inf  # (a NaN bound is scanned, never pruned)
-            for _ in range(n_buckets):
-                b = 0  # the best bucket not scanned yet (the first of equals)
-                top = tops[0]
-                for c in range(1, n_buckets):
-                    if tops[c] > top:
-                        top = tops[c]
-                        b = c
+                top = top if top == top else np.inf  # (a NaN bound is scanned, never pruned)
+                tops[b] = top
+                if b == 0 or top > best_top:
+                    best_b, best_top = b, top
+            for pick in range(n_buckets):
+                if pick == 0:
+                    b, top = best_b, best_top
+                else:
+                    b = 0  # the best bucket not scanned yet (the first of equals)
+                    top = tops[0]
+                    for c in range(1, n_buckets):
+                        if tops[c] > top:
+                            top = tops[c]
+                            b = c
                 if top < floor or (count == width and top < sorted_ranks[s, width - 1]):
                     break  # the best bucket left cannot win a slot: nothing further can
                 tops[b] = -np.inf  # (scanned)
