@@ -35,6 +35,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+# numba would compile loops of exp or log with Intel's SVML where it finds it installed (icc_rt), whose
+# results differ from the C library's in the last place: the runs' tables would then depend on the
+# installation (see c_math).  (Only if numba has not been imported before this module.)
+os.environ.setdefault("NUMBA_DISABLE_INTEL_SVML", "1")
+
 try:  # numba is a dependency, but the numpy path keeps working without it
     import numba
     import numba.extending
@@ -1126,13 +1131,17 @@ def ledger_sums(
 C_MATH = ("exp", "log1p", "log10")
 
 
-def _py_math(fn):
-    """``fn`` of the math module, with numpy's answers where Python's would raise (inf past exp's
-    range, -inf at a logarithm's pole, nan outside its domain): what the C library returns."""
+#: Whether :func:`c_math` runs its compiled loop (a list, so that tests can switch to the Python one).
+_C_MATH_COMPILED = [numba is not None]
 
-    def safe(v: float) -> float:
+
+def _py_math(fn):
+    """``fn`` of the math module, with numpy's answers where Python's would raise (inf past exp's or
+    pow's range, -inf at a logarithm's pole, nan outside its domain): what the C library returns."""
+
+    def safe(v: float, *more: float) -> float:
         try:
-            return fn(v)
+            return fn(v, *more)
         except OverflowError:
             return math.inf
         except ValueError:
@@ -1153,10 +1162,10 @@ def c_math(name: str, x: NDArray | float) -> NDArray[np.float64]:
     through here: a compiled loop, or Python's math module (the same C library) without numba.
     """
     code = C_MATH.index(name)
-    a = np.ascontiguousarray(x, dtype=np.float64)
-    flat = a.reshape(-1)
+    a = np.asarray(x, dtype=np.float64)
+    flat = np.ascontiguousarray(a).reshape(-1)
     out = np.empty(flat.size)
-    if HAVE_NUMBA:
+    if _C_MATH_COMPILED[0]:  # (whenever numba is there, ADSIM_NUMBA=0 too: the same numbers, sooner)
         _c_math(code, flat, out)
     else:
         fn = _py_math(getattr(math, name))
@@ -1165,10 +1174,11 @@ def c_math(name: str, x: NDArray | float) -> NDArray[np.float64]:
 
 
 def c_pow(base: NDArray, exponent: NDArray) -> NDArray[np.float64]:
-    """``base ** exponent`` element by element with the C library's pow (see :func:`c_math`); for
-    the few values of a chunk's buckets."""
+    """``base ** exponent`` element by element with the C library's pow (see :func:`c_math`; inf
+    where it overflows); for the few values of a chunk's buckets."""
     b, e = np.broadcast_arrays(np.asarray(base, dtype=np.float64), np.asarray(exponent, dtype=np.float64))
-    return np.array([math.pow(u, v) for u, v in zip(b.ravel().tolist(), e.ravel().tolist(), strict=True)], dtype=np.float64).reshape(b.shape)
+    pow_ = _py_math(math.pow)
+    return np.array([pow_(u, v) for u, v in zip(b.ravel().tolist(), e.ravel().tolist(), strict=True)], dtype=np.float64).reshape(b.shape)
 
 
 if numba is not None:
