@@ -49,6 +49,60 @@ except ImportError:  # pragma: no cover
     numba = None
     HAVE_NUMBA = False
 
+#: The simulator's files with compiled code.  Their compiled code calls (and inlines) functions of
+#: the others, so each one's cache must go stale when any of them changes.
+COMPILED_SOURCES = tuple(os.path.join(os.path.dirname(os.path.abspath(__file__)), f) for f in ("kernels.py", "respond.py"))
+
+
+def _install_cache_stamps() -> bool:
+    """Make numba's file cache of the simulator's compiled functions go stale when any file of
+    :data:`COMPILED_SOURCES` changes, not only the function's own.
+
+    numba checks only the file a cached function is defined in.  The response passes in
+    ``respond.py`` inline ``kernels.scan_sessions``: after a change to ``kernels.py`` alone (a
+    ``git pull``, an edit), a checkout's cache would keep running the old scan in them, while a
+    fresh clone runs the new one.  The locators registered here are numba's own two file-backed
+    ones, for the simulator's files only, with every compiled file's modification time and size
+    added to the stamp.  (numba's locator list is internal: where it is not found, caching works
+    as numba's does.)  Returns whether they are registered.
+    """
+    try:
+        from numba.core import caching
+    except ImportError:  # pragma: no cover
+        return False
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)  # (renamed in numba 0.58)
+    classes = getattr(impl, "_locator_classes", None)
+    if not isinstance(classes, list):  # pragma: no cover
+        return False
+    if any(getattr(c, "adsim_stamps", False) for c in classes):
+        return True
+
+    def stamped(base: type) -> type:
+        class Locator(base):
+            adsim_stamps = True
+
+            def get_source_stamp(self):  # noqa: ANN202
+                own = super().get_source_stamp()
+                return own, tuple((st.st_mtime, st.st_size) for st in map(os.stat, COMPILED_SOURCES))
+
+            @classmethod
+            def from_function(cls, py_func, py_file):  # noqa: ANN001, ANN206
+                if os.path.abspath(py_file) not in COMPILED_SOURCES:
+                    return None
+                return super().from_function(py_func, py_file)
+
+        Locator.__name__ = Locator.__qualname__ = "Adsim" + base.__name__
+        return Locator
+
+    bases = [getattr(caching, n, None) for n in ("UserProvidedCacheLocator", "InTreeCacheLocator")]
+    if not all(isinstance(b, type) for b in bases):  # pragma: no cover
+        return False
+    classes[0:0] = [stamped(b) for b in bases]
+    return True
+
+
+CACHE_STAMPS = numba is not None and _install_cache_stamps()
+
 
 #: Tables at least this large are given transparent huge pages where the OS offers them (Linux):
 #: the first touch of a fresh table and the kernels' random reads into it then take 2 MB pages

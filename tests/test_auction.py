@@ -210,6 +210,30 @@ def test_serial_and_parallel_kernels_keep_separate_compiled_caches():
         assert not serial.targetoptions.get("parallel")
 
 
+def test_a_compiled_cache_goes_stale_when_another_compiled_file_changes(tmp_path, monkeypatch):
+    # numba checks only a cached function's own file; the response passes inline the kernels' scan,
+    # so their cache must also go stale when kernels.py changes (kernels._install_cache_stamps).
+    if kernels.numba is None:
+        pytest.skip("numba is not installed")
+    import os
+
+    from simulator import respond
+
+    assert kernels.CACHE_STAMPS
+    for fn in (kernels._select_serial, respond._settle_parallel, respond._speculate_serial):
+        stamp = fn._cache._impl.locator.get_source_stamp()
+        assert stamp[1] == tuple((os.stat(f).st_mtime, os.stat(f).st_size) for f in kernels.COMPILED_SOURCES)
+    other = tmp_path / "other.py"  # (a stand-in for kernels.py: the test leaves the real files alone)
+    other.write_text("x = 1\n")
+    monkeypatch.setattr(kernels, "COMPILED_SOURCES", (*kernels.COMPILED_SOURCES, str(other)))
+    locator = respond._settle_serial._cache._impl.locator
+    before = locator.get_source_stamp()
+    os.utime(other, (1_000_000, 1_000_000))
+    after = locator.get_source_stamp()
+    assert before[0] == after[0]  # respond.py itself unchanged
+    assert before != after  # but the stamp numba compares with the cache's has changed
+
+
 def _with_pruning(b, rng):
     """The batch with columns in ``pruning_order`` and its buckets set (the engine's exact pruning)."""
     import dataclasses
