@@ -81,12 +81,12 @@ def _install_cache_stamps() -> bool:
         class Locator(base):
             adsim_stamps = True
 
-            def get_source_stamp(self):  # noqa: ANN202
+            def get_source_stamp(self):
                 own = super().get_source_stamp()
                 return own, tuple((st.st_mtime, st.st_size) for st in map(os.stat, COMPILED_SOURCES))
 
             @classmethod
-            def from_function(cls, py_func, py_file):  # noqa: ANN001, ANN206
+            def from_function(cls, py_func, py_file):
                 if os.path.abspath(py_file) not in COMPILED_SOURCES:
                     return None
                 return super().from_function(py_func, py_file)
