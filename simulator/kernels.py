@@ -1355,3 +1355,17 @@ if numba is not None:
                 out_last[n] = d
                 n += 1
         return n
+
+
+def compiles_first() -> bool:
+    """Whether a run here will first compile the response passes (numba's file cache has no fresh
+    entry for one of them): the first run after an install or a change to the compiled files,
+    which spends about half a minute compiling before its first day is done."""
+    if not HAVE_NUMBA:
+        return False
+    from simulator import respond
+
+    try:  # (numba's cache index: internal, so any surprise means "don't know")
+        return any(not fn._cache._cache_file._load_index() for fn in (respond._settle_serial, respond._settle_parallel))
+    except Exception:  # noqa: BLE001
+        return False

@@ -144,6 +144,11 @@ def run(
     if progress is True:
         from tqdm.auto import tqdm
 
+        from simulator import kernels
+
+        if kernels.compiles_first():  # (else the bar would sit at its first day for half a minute)
+            print("first run here: numba compiles the engine's kernels first (about half a minute, once)", file=sys.stderr)
+
         bar = tqdm(total=market.config.days, unit="day", desc=market.config.name, file=sys.stderr)
         callback = lambda _day: bar.update(1)  # noqa: E731
     t1 = time.perf_counter()

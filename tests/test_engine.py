@@ -285,3 +285,19 @@ def test_tables_do_not_depend_on_numpy_vector_code():
         outs.append(sorted(line for line in done.stdout.splitlines() if line.startswith("table ")))
     assert len(outs[0]) == 5
     assert outs[0] == outs[1]
+
+
+def test_a_run_with_a_progress_bar_says_when_it_compiles_first(monkeypatch, capsys):
+    from simulator import kernels
+
+    for cold in (True, False):
+        monkeypatch.setattr(kernels, "compiles_first", lambda cold=cold: cold)
+        run(make_scenario({"days": 1}), progress=True)
+        assert ("numba compiles the engine's kernels first" in capsys.readouterr().err) == cold
+    monkeypatch.undo()
+    # Here the test session has compiled them already: a fresh cache entry for each response pass
+    # it used (the serial one, at this size) is found.
+    if kernels.HAVE_NUMBA:
+        from simulator import respond
+
+        assert respond._settle_serial._cache._cache_file._load_index()
