@@ -1191,7 +1191,8 @@ _C_MATH_COMPILED = [numba is not None]
 
 def _py_math(fn):
     """``fn`` of the math module, with numpy's answers where Python's would raise (inf past exp's or
-    pow's range, -inf at a logarithm's pole, nan outside its domain): what the C library returns."""
+    pow's range, -inf at a logarithm's pole, nan outside its domain): what the C library returns.
+    (For exp, log1p, log10, and pow of positive bases.)"""
 
     def safe(v: float, *more: float) -> float:
         try:
@@ -1228,9 +1229,11 @@ def c_math(name: str, x: NDArray | float) -> NDArray[np.float64]:
 
 
 def c_pow(base: NDArray, exponent: NDArray) -> NDArray[np.float64]:
-    """``base ** exponent`` element by element with the C library's pow (see :func:`c_math`; inf
-    where it overflows); for the few values of a chunk's buckets."""
+    """``base ** exponent`` element by element, for positive bases, with the C library's pow (see
+    :func:`c_math`; inf where it overflows); for the few values of a chunk's buckets."""
     b, e = np.broadcast_arrays(np.asarray(base, dtype=np.float64), np.asarray(exponent, dtype=np.float64))
+    if not (b > 0.0).all():  # (where Python's pow raises for a base of 0 or below, C's may give inf or nan)
+        raise ValueError("c_pow: positive bases only")
     pow_ = _py_math(math.pow)
     return np.array([pow_(u, v) for u, v in zip(b.ravel().tolist(), e.ravel().tolist(), strict=True)], dtype=np.float64).reshape(b.shape)
 

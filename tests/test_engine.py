@@ -248,6 +248,8 @@ def test_c_math_is_the_c_library_compiled_or_not(monkeypatch):
             assert kernels.c_math(name, np.ones((2, 3), np.float32)).shape == (2, 3)
     got = kernels.c_pow(np.array([1.7, 2.0, 0.3, 1e200]), np.array([3, 2, 0, 3], dtype=np.int8))
     np.testing.assert_array_equal(got, [math.pow(1.7, 3), 4.0, 1.0, math.inf])
+    with pytest.raises(ValueError, match="positive bases"):
+        kernels.c_pow(np.array([0.0]), np.array([-1.0]))
 
 
 @pytest.mark.slow
